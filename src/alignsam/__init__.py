@@ -1,0 +1,75 @@
+"""alignsam: ALIGN and Segment Anything in plain PyTorch, exact to the published checkpoints.
+
+The public API is imported lazily so that `import alignsam` (and the command line) start fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS: dict[str, str] = {
+    # ALIGN
+    "AlignConfig": "alignsam.align",
+    "AlignTextConfig": "alignsam.align",
+    "AlignVisionConfig": "alignsam.align",
+    "AlignModel": "alignsam.align",
+    "AlignTextModel": "alignsam.align",
+    "AlignVisionModel": "alignsam.align",
+    "AlignProcessor": "alignsam.align",
+    "AlignImageProcessor": "alignsam.align",
+    "AlignTokenizer": "alignsam.align",
+    # Segment Anything
+    "sam_model_registry": "alignsam.sam",
+    "SamModel": "alignsam.sam",
+    "SamPredictor": "alignsam.sam",
+    "SamAutomaticMaskGenerator": "alignsam.sam",
+    "mask_to_logits": "alignsam.sam",
+    # errors
+    "AlignSamError": "alignsam.errors",
+    "CheckpointError": "alignsam.errors",
+    "ImageError": "alignsam.errors",
+    "InputError": "alignsam.errors",
+    "ModelNotFoundError": "alignsam.errors",
+    "PromptError": "alignsam.errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'alignsam' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
+
+if TYPE_CHECKING:
+    from alignsam.align import (
+        AlignConfig,
+        AlignImageProcessor,
+        AlignModel,
+        AlignProcessor,
+        AlignTextConfig,
+        AlignTextModel,
+        AlignTokenizer,
+        AlignVisionConfig,
+        AlignVisionModel,
+    )
+    from alignsam.errors import (
+        AlignSamError,
+        CheckpointError,
+        ImageError,
+        InputError,
+        ModelNotFoundError,
+        PromptError,
+    )
+    from alignsam.sam import SamAutomaticMaskGenerator, SamModel, SamPredictor, mask_to_logits, sam_model_registry

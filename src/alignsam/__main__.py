@@ -1,0 +1,5 @@
+import sys
+
+from alignsam.cli import main
+
+sys.exit(main())

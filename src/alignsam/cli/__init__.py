@@ -1,0 +1,53 @@
+"""The `alignsam` command line: one program, one sub-command per job.
+
+Each sub-command lives in its own module of this package and exposes `add_parser(subparsers)`, which
+registers the command and sets `run` (a function of the parsed arguments returning an exit code).
+Command modules import nothing heavy at module level (no torch), so `alignsam --help` and argument errors
+are instant; the work and its imports happen inside `run`.
+
+Every command writes its result as JSON to stdout (or to `--output`), reports progress and problems on
+stderr, and exits 0 on success, 1 when nothing could be done, 2 on a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from alignsam import __version__
+
+# Sub-command modules, in the order `--help` lists them.
+COMMANDS: tuple[str, ...] = ("synth",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="alignsam",
+        description="ALIGN and Segment Anything: zero-shot classification, embeddings, tags, masks, search, training.",
+    )
+    parser.add_argument("--version", action="version", version=f"alignsam {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        importlib.import_module(f"alignsam.cli.{name}").add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from alignsam.errors import AlignSamError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except AlignSamError as err:
+        print(f"alignsam {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"alignsam {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

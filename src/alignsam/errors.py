@@ -1,0 +1,35 @@
+"""Errors meant for the user: each message names the problem and, where it can, the fix.
+
+Every error the library raises on purpose derives from `AlignSamError`, so the command line and the
+service can print the message without a traceback and keep going where that makes sense.
+"""
+
+from __future__ import annotations
+
+
+class AlignSamError(Exception):
+    """Base class of the errors that carry a message for the user."""
+
+
+class ModelNotFoundError(AlignSamError, FileNotFoundError):
+    """A model id or path could not be resolved (not a local path, not cached, hub unreachable)."""
+
+
+class CheckpointError(AlignSamError, ValueError):
+    """A checkpoint could not be read, or its tensors do not fit the model (missing, unexpected, shape)."""
+
+
+class ConfigError(AlignSamError, ValueError):
+    """A configuration value is invalid."""
+
+
+class ImageError(AlignSamError, ValueError):
+    """An image could not be read or is unusable (empty, corrupt, not an image, too large)."""
+
+
+class PromptError(AlignSamError, ValueError):
+    """A SAM prompt is invalid (empty, outside the image, malformed box or mask)."""
+
+
+class InputError(AlignSamError, ValueError):
+    """Any other invalid input: an empty label list, an empty text list, a bad argument value."""

@@ -1,0 +1,17 @@
+"""Small building blocks shared by the ALIGN and SAM towers."""
+
+from alignsam.layers.activations import get_activation
+from alignsam.layers.attention import AttentionImpl, attention, merge_heads, set_attention_impl, split_heads
+from alignsam.layers.drop import DropPath
+from alignsam.layers.norm import LayerNorm2d
+
+__all__ = [
+    "AttentionImpl",
+    "DropPath",
+    "LayerNorm2d",
+    "attention",
+    "get_activation",
+    "merge_heads",
+    "set_attention_impl",
+    "split_heads",
+]
