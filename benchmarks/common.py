@@ -1,0 +1,62 @@
+"""Timing helpers shared by the benchmarks: interleaved repetitions, medians, ratios."""
+
+from __future__ import annotations
+
+import gc
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class Timing:
+    """Seconds per call of each contender, measured interleaved (A, B, A, B, ...)."""
+
+    name: str
+    seconds: dict[str, list[float]] = field(default_factory=dict)
+    items_per_call: int = 1
+
+    def median(self, who: str) -> float:
+        return statistics.median(self.seconds[who])
+
+    def per_second(self, who: str) -> float:
+        return self.items_per_call / self.median(who)
+
+    def ratio(self, ours: str = "alignsam", reference: str = "transformers") -> float:
+        """How many times faster `ours` is than `reference` (median time ratio)."""
+        return self.median(reference) / self.median(ours)
+
+
+def interleaved(
+    name: str, contenders: dict[str, Callable[[], object]], repeats: int, warmup: int = 1, items_per_call: int = 1
+) -> Timing:
+    """Time each contender `repeats` times, alternating between them so drift hits all equally."""
+    timing = Timing(name, {k: [] for k in contenders}, items_per_call)
+    for fn in contenders.values():
+        for _ in range(warmup):
+            fn()
+    for _ in range(repeats):
+        for who, fn in contenders.items():
+            gc.collect()
+            start = time.perf_counter()
+            fn()
+            timing.seconds[who].append(time.perf_counter() - start)
+    return timing
+
+
+def machine() -> str:
+    """One line describing where the numbers were taken."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            models = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        cpu = models[0] if models else cpu
+    except OSError:
+        pass
+    gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    return f"{cpu}, {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads{gpu}"

@@ -1,0 +1,34 @@
+"""ALIGN: EfficientNet + BERT dual encoder, checkpoint-compatible with `kakaobrain/align-base`."""
+
+from alignsam.align.config import AlignConfig, AlignTextConfig, AlignVisionConfig
+from alignsam.align.loss import align_loss, contrastive_loss
+from alignsam.align.model import (
+    AlignModel,
+    AlignOutput,
+    AlignTextModel,
+    AlignTextModelOutput,
+    AlignVisionModel,
+    AlignVisionModelOutput,
+)
+from alignsam.align.presets import PRESETS, align_base
+from alignsam.align.processing import AlignImageProcessor, AlignProcessor, AlignTokenizer, BatchFeature
+
+__all__ = [
+    "PRESETS",
+    "AlignConfig",
+    "AlignImageProcessor",
+    "AlignModel",
+    "AlignOutput",
+    "AlignProcessor",
+    "AlignTextConfig",
+    "AlignTextModel",
+    "AlignTextModelOutput",
+    "AlignTokenizer",
+    "AlignVisionConfig",
+    "AlignVisionModel",
+    "AlignVisionModelOutput",
+    "BatchFeature",
+    "align_base",
+    "align_loss",
+    "contrastive_loss",
+]
