@@ -325,36 +325,48 @@ class AlignTokenizer:
         padding: "max_length" (to `max_length`), "longest"/True (to the longest text), False/"do_not_pad".
         truncation: cut texts to `max_length` tokens (default 64), keeping [CLS] and [SEP].
         """
-        texts = _as_list(text, "texts")
-        bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
-        if bad:
-            raise InputError(f"Texts must be strings; item {bad[0]} is a {type(texts[bad[0]]).__name__}.")
+        texts = _check_texts(text)
         if max_length is not None and max_length < 2:
             raise InputError(f"max_length must be at least 2 ([CLS] and [SEP]), got {max_length}.")
         limit = (max_length or self.model_max_length) if truncation else None
         encodings = self._engine(limit).encode_batch(texts)
         ids = [e.ids for e in encodings]
         types = [e.type_ids for e in encodings]
+        longest = max(len(x) for x in ids)
         if padding in (True, "longest"):
-            width = max(len(x) for x in ids)
+            width = longest
         elif padding == "max_length":
-            width = max(max_length or self.model_max_length, max(len(x) for x in ids))
+            width = max(max_length or self.model_max_length, longest)
         elif padding in (False, "do_not_pad"):
-            if return_tensors is not None and len({len(x) for x in ids}) > 1:
+            if return_tensors is None:
+                masks = [[1] * len(x) for x in ids]
+                return BatchFeature({"input_ids": ids, "token_type_ids": types, "attention_mask": masks})
+            if len({len(x) for x in ids}) > 1:
                 raise InputError("Texts of different lengths cannot be returned as tensors without padding.")
-            width = max(len(x) for x in ids)
+            width = longest
         else:
             raise InputError(f"padding must be 'max_length', 'longest', True or False, not {padding!r}.")
+        arrays = self.pad(ids, width, types)
+        return _convert(arrays, return_tensors)
+
+    def token_ids(self, texts: Sequence[str], max_length: int | None = DEFAULT_MAX_LENGTH) -> list[list[int]]:
+        """Token ids of each text with [CLS] and [SEP], truncated to `max_length` (None: no truncation)."""
+        return [e.ids for e in self._engine(max_length).encode_batch(_check_texts(texts))]
+
+    def pad(
+        self, ids: Sequence[Sequence[int]], width: int, type_ids: Sequence[Sequence[int]] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Right-pad id lists to `width`: `input_ids`, `token_type_ids`, `attention_mask`, each `B x width`."""
         n = len(ids)
         input_ids = np.full((n, width), self.pad_token_id, np.int64)
         token_type_ids = np.zeros((n, width), np.int64)
         attention_mask = np.zeros((n, width), np.int64)
-        for i, (row, row_types) in enumerate(zip(ids, types, strict=True)):
+        for i, row in enumerate(ids):
             input_ids[i, : len(row)] = row
-            token_type_ids[i, : len(row)] = row_types
             attention_mask[i, : len(row)] = 1
-        arrays = {"input_ids": input_ids, "token_type_ids": token_type_ids, "attention_mask": attention_mask}
-        return _convert(arrays, return_tensors)
+            if type_ids is not None:
+                token_type_ids[i, : len(row)] = type_ids[i]
+        return {"input_ids": input_ids, "token_type_ids": token_type_ids, "attention_mask": attention_mask}
 
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = True) -> str:
         return str(self._tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens))
@@ -421,6 +433,14 @@ class AlignProcessor:
         if self.tokenizer is None:
             raise InputError("This processor has no tokenizer.")
         return self.tokenizer.batch_decode(batch, skip_special_tokens)
+
+
+def _check_texts(text: str | Sequence[str]) -> list[str]:
+    texts = _as_list(text, "texts")
+    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+    if bad:
+        raise InputError(f"Texts must be strings; item {bad[0]} is a {type(texts[bad[0]]).__name__}.")
+    return texts
 
 
 def _as_list(items: Any, what: str) -> list[Any]:

@@ -1,0 +1,206 @@
+"""The engine behind every zero-shot tool: batched ALIGN embeddings of many images and many texts.
+
+- Images are decoded and preprocessed in worker threads (PIL releases the GIL) while the model runs, in
+  input order, with a bounded look-ahead so a folder of a million files does not fill memory.
+- A file that cannot be read is reported and skipped (`on_error="skip"`), never fatal to the batch.
+- Texts are tokenised once, sorted by length and batched so each batch pads only to its own longest text.
+- Everything runs under `torch.inference_mode`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from alignsam.align.load import DEFAULT_MODEL, load_align
+from alignsam.align.model import AlignModel
+from alignsam.align.processing import DEFAULT_MAX_LENGTH, AlignProcessor
+from alignsam.errors import AlignSamError, InputError
+from alignsam.io.images import ImageInput
+from alignsam.tools.templates import resolve_templates
+
+OnError = Literal["raise", "skip"]
+
+
+@dataclasses.dataclass
+class ImageEmbeddings:
+    """Embeddings of the images that could be read.
+
+    `embeds`: `N_ok x D`; `indices`: the input position of each row; `errors`: `(position, message)` for
+    each input that was skipped.
+    """
+
+    embeds: torch.Tensor
+    indices: list[int]
+    errors: list[tuple[int, str]]
+
+
+class Encoder:
+    """Embeds images and texts with one ALIGN model, in batches.
+
+    Args:
+        model: an `AlignModel` (put in eval mode here).
+        processor: its `AlignProcessor` (needs a tokenizer for texts).
+        batch_size: images per forward pass; texts use `4 * batch_size`.
+        workers: threads decoding and resizing images ahead of the model.
+        progress: show tqdm progress bars on stderr.
+    """
+
+    def __init__(
+        self,
+        model: AlignModel,
+        processor: AlignProcessor,
+        *,
+        batch_size: int = 16,
+        workers: int = 2,
+        progress: bool = False,
+        max_length: int = DEFAULT_MAX_LENGTH,
+    ) -> None:
+        if batch_size < 1:
+            raise InputError(f"batch_size must be at least 1, got {batch_size}.")
+        self.model = model.eval()
+        self.processor = processor
+        self.batch_size = batch_size
+        self.workers = max(1, workers)
+        self.progress = progress
+        self.max_length = max_length
+        param = next(model.parameters())
+        self.device, self.dtype = param.device, param.dtype
+
+    @classmethod
+    def from_pretrained(
+        cls, ref: str | os.PathLike[str] = DEFAULT_MODEL, *, device: str | None = None, **kwargs: Any
+    ) -> Encoder:
+        model, processor = load_align(ref, device=device)
+        return cls(model, processor, **kwargs)
+
+    @property
+    def logit_scale(self) -> float:
+        """What cosine similarities are multiplied by to give the model's logits (1 / temperature)."""
+        return 1.0 / float(self.model.temperature.detach())
+
+    # --- texts ----------------------------------------------------------------------------------------
+
+    def encode_texts(self, texts: Sequence[str], *, normalize: bool = True) -> torch.Tensor:
+        """`N x D` embeddings of `texts`, in input order (float32, on the CPU)."""
+        tokenizer = self.processor.tokenizer
+        if tokenizer is None:
+            raise InputError("The processor has no tokenizer; texts cannot be embedded.")
+        ids = tokenizer.token_ids(list(texts), self.max_length)
+        order = np.argsort([len(x) for x in ids], kind="stable")
+        out = torch.empty(len(ids), self.model.config.projection_dim)
+        step = 4 * self.batch_size
+        with torch.inference_mode(), self._bar(len(ids), "texts") as bar:
+            for start in range(0, len(ids), step):
+                rows = order[start : start + step]
+                batch = [ids[i] for i in rows]
+                arrays = tokenizer.pad(batch, max(len(x) for x in batch))
+                embeds = self.model.encode_text(
+                    torch.from_numpy(arrays["input_ids"]).to(self.device),
+                    torch.from_numpy(arrays["attention_mask"]).to(self.device),
+                    normalize=normalize,
+                )
+                out[torch.from_numpy(rows)] = embeds.float().cpu()
+                bar.update(len(rows))
+        return out
+
+    def classifier(self, labels: Sequence[str], templates: str | Sequence[str] = "photo") -> torch.Tensor:
+        """Zero-shot class embeddings, `C x D`: each label's template texts embedded, L2-normalised,
+        averaged, and normalised again (prompt ensembling)."""
+        labels = list(labels)
+        if not labels:
+            raise InputError("The list of labels is empty.")
+        if any(not isinstance(x, str) or not x.strip() for x in labels):
+            raise InputError("Labels must be non-empty strings.")
+        forms = resolve_templates(templates)
+        texts = [t.format(label) for label in labels for t in forms]
+        embeds = self.encode_texts(texts).view(len(labels), len(forms), -1)
+        return torch.nn.functional.normalize(embeds.mean(1), dim=-1)
+
+    # --- images ---------------------------------------------------------------------------------------
+
+    def encode_images(
+        self,
+        images: Iterable[ImageInput],
+        *,
+        normalize: bool = True,
+        on_error: OnError = "raise",
+        total: int | None = None,
+        on_batch: Callable[[torch.Tensor, list[int]], None] | None = None,
+    ) -> ImageEmbeddings:
+        """Embed images (paths, bytes, PIL images or arrays), in order.
+
+        on_error: "raise" stops at the first unreadable image; "skip" reports it in `errors` and goes on.
+        on_batch: called with each batch's embeddings and input positions as soon as they are ready
+            (for writing results incrementally).
+        """
+        if total is None and isinstance(images, Sequence):
+            total = len(images)
+        rows: list[torch.Tensor] = []
+        indices: list[int] = []
+        errors: list[tuple[int, str]] = []
+        pending: list[tuple[int, np.ndarray]] = []
+
+        def flush() -> None:
+            if not pending:
+                return
+            pixels = torch.from_numpy(np.stack([p for _, p in pending])).to(self.device, self.dtype)
+            with torch.inference_mode():
+                embeds = self.model.encode_image(pixels, normalize=normalize).float().cpu()
+            positions = [i for i, _ in pending]
+            rows.append(embeds)
+            indices.extend(positions)
+            if on_batch is not None:
+                on_batch(embeds, positions)
+            pending.clear()
+
+        with self._bar(total, "images") as bar:
+            for index, item in self._preprocessed(images):
+                if isinstance(item, AlignSamError):
+                    if on_error == "raise":
+                        raise item
+                    errors.append((index, str(item)))
+                    bar.update(1)
+                    continue
+                pending.append((index, item))
+                if len(pending) == self.batch_size:
+                    bar.update(len(pending))
+                    flush()
+            bar.update(len(pending))
+            flush()
+        embeds = torch.cat(rows) if rows else torch.empty(0, self.model.config.projection_dim)
+        return ImageEmbeddings(embeds, indices, errors)
+
+    def _preprocessed(self, images: Iterable[ImageInput]) -> Iterator[tuple[int, np.ndarray | AlignSamError]]:
+        """(position, pixels or the error) in input order, decoded by a thread pool ahead of the consumer."""
+        prep = self.processor.image_processor.preprocess
+
+        def work(image: ImageInput) -> np.ndarray | AlignSamError:
+            try:
+                return prep(image)
+            except AlignSamError as err:  # reported by position; file errors also name the file
+                return err
+
+        window = 2 * self.batch_size + self.workers
+        queue: deque[tuple[int, Future[np.ndarray | AlignSamError]]] = deque()
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="alignsam-decode") as pool:
+            for index, image in enumerate(images):
+                queue.append((index, pool.submit(work, image)))
+                if len(queue) >= window:
+                    i, fut = queue.popleft()
+                    yield i, fut.result()
+            while queue:
+                i, fut = queue.popleft()
+                yield i, fut.result()
+
+    def _bar(self, total: int | None, unit: str) -> Any:
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, unit=f" {unit}", disable=not self.progress, leave=False, dynamic_ncols=True)
