@@ -1,7 +1,8 @@
 """The `alignsam` command line: one program, one sub-command per job.
 
 Each sub-command lives in its own module of this package and exposes `add_parser(subparsers)`, which
-registers the command and sets `run` (a function of the parsed arguments returning an exit code).
+registers the command and sets `run` (a function of the parsed arguments returning an exit code). Modules
+are found by listing this package, so adding a command means adding a module.
 Command modules import nothing heavy at module level (no torch), so `alignsam --help` and argument errors
 are instant; the work and its imports happen inside `run`.
 
@@ -13,13 +14,24 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import pkgutil
 import sys
 from collections.abc import Sequence
 
 from alignsam import __version__
 
-# Sub-command modules, in the order `--help` lists them.
-COMMANDS: tuple[str, ...] = ("synth",)
+# The order `--help` lists the commands in; modules not named here follow alphabetically.
+ORDER: tuple[str, ...] = (
+    "classify", "embed", "similarity", "tag", "masks", "segment", "label-masks", "find", "search",
+    "train", "eval", "finetune-sam", "synth", "serve",
+)  # fmt: skip
+
+
+def command_modules() -> list[str]:
+    """Names of the modules of this package that define a sub-command."""
+    names = [m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")]
+    rank = {name.replace("-", "_"): i for i, name in enumerate(ORDER)}
+    return sorted(names, key=lambda n: (rank.get(n, len(rank)), n))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,8 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"alignsam {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMANDS:
-        importlib.import_module(f"alignsam.cli.{name}").add_parser(sub)
+    for name in command_modules():
+        module = importlib.import_module(f"alignsam.cli.{name}")
+        if hasattr(module, "add_parser"):
+            module.add_parser(sub)
     return parser
 
 
