@@ -7,6 +7,8 @@ A caption is built in three steps, each drawn from the scene's caption stream:
 2. **Body.** Groups are listed in a random or left-to-right order ("a, b and c", "a, b, c", "a with b"),
    or, for two single objects far enough apart, joined by their spatial relation ("a red circle to the left
    of a blue star", "... above ...").
+   Directions count only when the centres are more than 15% of the image apart along that axis; closer
+   pairs are "next to" each other.
 3. **Frame.** One of many frames ("a photo of {x}", "there are {x}", "three shapes: {x}", terse alt-text
    style without articles, ...), an optional background mention ("on a striped background"), and random
    capitalisation and final full stop.
@@ -180,15 +182,15 @@ def _group_phrase(group: Sequence[Describable], rng: np.random.Generator, terse:
     return " ".join(words)
 
 
-def _relation(a: Describable, b: Describable, image_size: int) -> str | None:
-    """How `a` stands to `b` ("left", "above", ...), or None when no direction is clear."""
+def _relation(a: Describable, b: Describable, image_size: int) -> str:
+    """How `a` stands to `b`: "left", "right", "above", "below", or "near" when no direction is clear."""
     dx, dy = b.center[0] - a.center[0], b.center[1] - a.center[1]
     clear = CLEAR_RELATION * image_size
     if abs(dx) >= abs(dy) and abs(dx) > clear:
         return "left" if dx > 0 else "right"
     if abs(dy) > clear:
         return "above" if dy > 0 else "below"
-    return None
+    return "near"
 
 
 def _join(phrases: Sequence[str], rng: np.random.Generator, terse: bool) -> str:
@@ -217,7 +219,7 @@ def _groups(objects: Sequence[Describable], rng: np.random.Generator) -> list[li
 def _background_phrase(background: str, rng: np.random.Generator) -> str:
     adjective = _pick(BACKGROUND_WORDS[background], rng)
     noun = _pick(("background", "backdrop"), rng)
-    return _pick(("on a {} {}", "against a {} {}", "over a {} {}", "with a {} {}"), rng).format(adjective, noun)
+    return _pick(("on a {} {}", "against a {} {}", "with a {} {}"), rng).format(adjective, noun)
 
 
 def clean_caption(objects: Sequence[Describable], background: str, image_size: int, rng: np.random.Generator) -> str:
