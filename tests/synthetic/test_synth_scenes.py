@@ -80,7 +80,7 @@ def test_scene_range_is_a_sequence():
 def _background(gen: SceneGenerator, index: int) -> np.ndarray:
     rng = _rng(gen.seed, index, BACKGROUND)
     kind = gen.config.backgrounds[int(rng.integers(len(gen.config.backgrounds)))]
-    return np.rint(render_background(kind, gen.config.image_size, rng)).astype(np.uint8)
+    return render_background(kind, gen.config.image_size, rng)
 
 
 def test_hard_edged_masks_are_exactly_the_object_pixels():

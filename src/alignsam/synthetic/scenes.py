@@ -178,13 +178,16 @@ class _Coverage:
 def _coverage(labels: np.ndarray, n: int, supersample: int) -> _Coverage:
     """Coverage of `n` objects (and the background) from a label map drawn at `supersample` times the size."""
     s = supersample
-    h, w = labels.shape[0] // s, labels.shape[1] // s
-    # H*s x W*s -> H x W x s*s: the sub-pixels of each output pixel on the last axis.
-    sub = labels.reshape(h, s, w, s).transpose(0, 2, 1, 3).reshape(h, w, s * s)
-    owner = sub[:, :, 0].copy()
-    rows, cols = np.nonzero((sub != owner[:, :, None]).any(axis=2))
+    # The s*s strided views of the label map, each H x W: view (dy, dx) holds sub-pixel (dy, dx) of every pixel.
+    views = [labels[dy::s, dx::s] for dy in range(s) for dx in range(s)]
+    owner = views[0].copy()
+    mixed = np.zeros(owner.shape, dtype=bool)
+    for view in views[1:]:
+        mixed |= view != owner
+    rows, cols = np.nonzero(mixed)
     # Only edge pixels are mixed, so the per-label counting runs on M x s*s values, not the whole map.
-    counts = (sub[rows, cols][:, :, None] == np.arange(n + 1, dtype=np.uint8)).sum(axis=1)  # M x (N + 1)
+    sub = np.stack([view[rows, cols] for view in views], axis=1)  # M x s*s
+    counts = (sub[:, :, None] == np.arange(n + 1, dtype=np.uint8)).sum(axis=1)  # M x (N + 1)
     # The owner is the label with most sub-pixels; argmax takes the first maximum, so listing the top
     # object first and the background last sends ties to the object on top.
     order = np.arange(n, -1, -1)
@@ -196,17 +199,17 @@ def _composite(background: np.ndarray, coverage: _Coverage, rgbs: np.ndarray, su
     """The image `H x W x 3` uint8: each pixel the coverage-weighted blend of background and object colours.
 
     Args:
-        background: `H x W x 3` float32.
+        background: `H x W x 3` uint8.
         coverage: from `_coverage`.
         rgbs: `N x 3` uint8 object colours.
     """
-    image = np.rint(background).astype(np.uint8)
+    image = background.copy()
     pure_object = coverage.owner > 0
     pure_object[coverage.mixed] = False
     image[pure_object] = rgbs[coverage.owner[pure_object] - 1]  # fully covered: exactly the object's colour
     if len(coverage.counts):
         alpha = coverage.counts.astype(np.float32) / supersample**2  # M x (N + 1)
-        blend = alpha[:, :1] * background[coverage.mixed] + alpha[:, 1:] @ rgbs.astype(np.float32)
+        blend = alpha[:, :1] * background[coverage.mixed].astype(np.float32) + alpha[:, 1:] @ rgbs.astype(np.float32)
         image[coverage.mixed] = np.clip(np.rint(blend), 0, 255).astype(np.uint8)
     return image
 
