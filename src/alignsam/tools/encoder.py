@@ -42,6 +42,11 @@ class ImageEmbeddings:
     errors: list[tuple[int, str]]
 
 
+def input_names(images: Sequence[ImageInput]) -> list[str]:
+    """How each input is named in results and error reports: its path, or `#<position>`."""
+    return [os.fspath(im) if isinstance(im, str | os.PathLike) else f"#{i}" for i, im in enumerate(images)]
+
+
 class Encoder:
     """Embeds images and texts with one ALIGN model, in batches.
 

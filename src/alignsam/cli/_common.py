@@ -1,0 +1,120 @@
+"""Options and plumbing shared by the commands. Imports nothing heavy at module level."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from alignsam.tools.encoder import Encoder
+
+DEFAULT_ALIGN = "kakaobrain/align-base"
+DEFAULT_SAM = "facebook/sam-vit-base"
+
+
+def add_output_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--output", metavar="FILE", help="write the JSON result here instead of stdout")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or notes on stderr")
+
+
+def add_runtime_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available, else cpu)")
+    p.add_argument("--batch-size", type=int, default=16, metavar="N", help="images per forward pass (default 16)")
+    p.add_argument("--workers", type=int, default=2, metavar="N", help="image decoding threads (default 2)")
+    p.add_argument("--threads", type=int, metavar="N", help="CPU threads for the model (default: all cores)")
+
+
+def add_align_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model",
+        default=DEFAULT_ALIGN,
+        help=f"ALIGN model: a hub id, a local folder, or 'demo' (bundled, offline) (default {DEFAULT_ALIGN})",
+    )
+
+
+def add_sam_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--sam-model",
+        default=DEFAULT_SAM,
+        help="SAM model: a hub id, a Hugging Face folder, an official .pth file, or 'demo' "
+        f"(bundled, offline) (default {DEFAULT_SAM}, i.e. vit_b)",
+    )
+
+
+def device(args: argparse.Namespace) -> str:
+    import torch
+
+    from alignsam.errors import InputError
+
+    choice = args.device
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if choice.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {choice}: no CUDA device is available; use --device cpu.")
+    return str(choice)
+
+
+def setup(args: argparse.Namespace) -> None:
+    """Thread settings: the caller's choice, or torch's default of one thread per core."""
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+
+def make_encoder(args: argparse.Namespace) -> Encoder:
+    from alignsam.tools.encoder import Encoder
+
+    setup(args)
+    return Encoder.from_pretrained(
+        args.model, device=device(args), batch_size=args.batch_size, workers=args.workers, progress=not args.quiet
+    )
+
+
+def note(args: argparse.Namespace, message: str) -> None:
+    if not getattr(args, "quiet", False):
+        print(f"alignsam {args.command}: {message}", file=sys.stderr)
+
+
+def emit(args: argparse.Namespace, result: dict[str, Any]) -> None:
+    """Write the JSON result to --output or stdout."""
+    text = json.dumps(result, indent=2, ensure_ascii=False) + "\n"
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+
+
+def finish(args: argparse.Namespace, result: dict[str, Any], done: int, errors: list[Any], what: str) -> int:
+    """Emit the result, report skipped inputs on stderr, and choose the exit code: 1 when nothing could be
+    done (every input failed), else 0."""
+    emit(args, result)
+    if errors:
+        note(args, f"skipped {len(errors)} of {done + len(errors)} {what} that could not be read (see 'errors').")
+    if done == 0 and errors:
+        print(f"alignsam {args.command}: error: none of the {what} could be read.", file=sys.stderr)
+        return 1
+    return 0
+
+
+def read_lines(path: str) -> list[str]:
+    """Non-empty, non-comment lines of a UTF-8 text file."""
+    from alignsam.errors import InputError
+
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(f"Cannot read '{path}': {err}") from err
+    return [s for line in lines if (s := line.strip()) and not s.startswith("#")]
+
+
+def existing(path: str) -> str:
+    """argparse type for a path that must exist."""
+    if not os.path.exists(path):
+        raise argparse.ArgumentTypeError(f"no such file or folder: '{path}'")
+    return path

@@ -1,0 +1,177 @@
+"""classify, similarity, embed, search and tag: in-process and as subprocesses, on a small local checkpoint.
+
+Random weights give random answers, so these tests check structure and consistency between commands.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from alignsam.cli import main
+
+LABELS = ["cat", "dog", "red car", "mountain", "beach"]
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, dict | None, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, (json.loads(out) if out.strip() else None), err
+
+
+def run_subprocess(*argv: str) -> tuple[int, dict | None, str]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "ALIGNSAM_CACHE": "off"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "alignsam", *argv], capture_output=True, text=True, env=env, timeout=300, check=False
+    )
+    return proc.returncode, (json.loads(proc.stdout) if proc.stdout.strip() else None), proc.stderr
+
+
+@pytest.fixture(autouse=True)
+def _no_cache(monkeypatch):
+    monkeypatch.setenv("ALIGNSAM_CACHE", "off")
+
+
+def test_classify_top_label_is_argmax_of_similarity(capsys, tiny_align_dir, image_folder):
+    model = ["--model", str(tiny_align_dir), "-q"]
+    code, cls, _ = run_cli(capsys, "classify", str(image_folder), "--labels", *LABELS, "--top-k", "3", *model)
+    assert code == 0
+    prompts = [f"a photo of a {label}." for label in LABELS]
+    code, sim, _ = run_cli(capsys, "similarity", "--rows", str(image_folder), "--cols", *prompts, *model)
+    assert code == 0
+    assert [p["image"] for p in cls["predictions"]] == sim["rows"]
+    for pred, row in zip(cls["predictions"], sim["cosine"], strict=True):
+        assert pred["label"] == LABELS[int(np.argmax(row))]
+        assert len(pred["labels"]) == 3 and pred["scores"] == sorted(pred["scores"], reverse=True)
+        # probabilities are the softmax of the similarity command's logits
+        logits = np.array(row) * sim["logit_scale"]
+        probs = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+        assert pred["scores"][0] == pytest.approx(probs.max(), abs=1e-4)
+
+
+def test_mixed_folder_is_processed_and_bad_files_counted(capsys, tiny_align_dir, image_folder, tmp_path):
+    code, out, err = run_cli(capsys, "classify", str(image_folder), "--labels", *LABELS, "--model", str(tiny_align_dir))
+    assert code == 0
+    assert out["num_images"] == 6 and out["num_errors"] == 3
+    bad = {os.path.basename(e["image"]) for e in out["errors"]}
+    assert bad == {"empty.jpg", "notes.jpg", "truncated.jpg"}
+    assert "skipped 3 of 9 images" in err and "Traceback" not in err
+
+
+def test_non_image_files_in_folders_are_only_counted(capsys, tiny_align_dir, tmp_path, sample_photo):
+    from PIL import Image
+
+    Image.fromarray(sample_photo).save(tmp_path / "a.png")
+    (tmp_path / "captions.json").write_text("{}")
+    (tmp_path / "notes.txt").write_text("hello")
+    code, out, _ = run_cli(
+        capsys, "classify", str(tmp_path), "--labels", "x", "y", "--model", str(tiny_align_dir), "-q"
+    )
+    assert code == 0 and out["num_images"] == 1 and out["ignored_files"] == 2 and out["num_errors"] == 0
+
+
+def test_bad_inputs_give_clear_messages(capsys, tiny_align_dir, image_folder, tmp_path):
+    model = ["--model", str(tiny_align_dir), "-q"]
+    empty = tmp_path / "labels.txt"
+    empty.write_text("# nothing here\n\n")
+    code, _, err = run_cli(capsys, "classify", str(image_folder), "--labels-file", str(empty), *model)
+    assert code == 1 and "list of labels is empty" in err
+    only_bad = tmp_path / "bad"
+    only_bad.mkdir()
+    (only_bad / "x.jpg").write_bytes(b"")
+    code, out, err = run_cli(capsys, "classify", str(only_bad), "--labels", "a", "b", *model)
+    assert code == 1 and out["num_images"] == 0 and "none of the images could be read" in err
+    code, _, err = run_cli(capsys, "classify", str(tmp_path / "missing"), "--labels", "a", *model)
+    assert code == 1 and "No such file or folder" in err
+    code, _, err = run_cli(capsys, "classify", str(image_folder), "--labels", "a", "--model", "someorg/not-here")
+    assert code == 1 and "not in the Hugging Face cache" in err and "hf download someorg/not-here" in err
+    with pytest.raises(SystemExit) as info:
+        main(["classify", str(image_folder)])  # no labels: argparse usage error
+    assert info.value.code == 2
+    code, _, err = run_cli(capsys, "similarity", "--rows", "text:a cat - text:a cat", "--cols", "dog", *model)
+    assert code == 1 and "cancels out" in err
+
+
+def test_a_thousand_labels(capsys, tiny_align_dir, image_folder):
+    labels = [f"thing number {i}" for i in range(1000)]
+    code, out, _ = run_cli(
+        capsys, "classify", str(image_folder / "photo_0.jpg"), "--labels", *labels, "--model", str(tiny_align_dir), "-q"
+    )
+    assert code == 0 and out["labels"] == 1000 and len(out["predictions"][0]["labels"]) == 5
+
+
+def test_embed_then_search(capsys, tiny_align_dir, image_folder, tmp_path):
+    model = ["--model", str(tiny_align_dir), "-q"]
+    out_dir = tmp_path / "emb"
+    code, summary, _ = run_cli(
+        capsys, "embed", "--images", str(image_folder), "--texts", "a cat", "a dog", "--out", str(out_dir), *model
+    )
+    assert code == 0 and summary["images"]["count"] == 6 and summary["texts"]["count"] == 2
+    vectors = np.load(out_dir / "images.npy")
+    table = pq.read_table(out_dir / "images.parquet").to_pydict()
+    assert vectors.shape == (6, 80) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+    assert table["id"] == list(range(6)) and len(table["path"]) == 6 and len(summary["errors"]) == 3
+    target = table["path"][2]
+    code, found, _ = run_cli(
+        capsys, "search", f"image:{target}", "a red car", "--index", str(out_dir), "-k", "3", *model
+    )
+    assert code == 0
+    first = found["results"][0]["results"][0]
+    assert first["path"] == target and first["score"] == pytest.approx(1.0, abs=1e-4)
+    assert len(found["results"][1]["results"]) == 3
+
+
+def test_composed_queries(capsys, tiny_align_dir, image_folder):
+    model = ["--model", str(tiny_align_dir), "-q"]
+    img = str(image_folder / "photo_1.jpg")
+    code, out, _ = run_cli(
+        capsys,
+        "similarity",
+        "--rows", f"image:{img} + text:at night", "text:a red car - text:red + 0.5*text:blue",
+        "--cols", img, "at night", "a blue car",
+        *model,
+    )  # fmt: skip
+    assert code == 0
+    cos = np.array(out["cosine"])
+    assert cos.shape == (2, 3)
+    # an image plus a text is closer to each of its parts than to an unrelated text
+    assert cos[0, 0] > cos[0, 2] and cos[0, 1] > cos[0, 2]
+
+
+def test_tag_with_own_vocabulary_and_tuning(capsys, tiny_align_dir, image_folder, tmp_path):
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("# my tags\ncat\ndog\ntree\ncar\nred\ngreen\nblue\nbeach\nsky\nperson\n")
+    model = ["--model", str(tiny_align_dir), "-q"]
+    code, out, _ = run_cli(
+        capsys, "tag", str(image_folder), "--vocab", str(vocab), "--threshold", "1.0", "--max-tags", "3", *model
+    )
+    assert code == 0 and len(out["results"]) == 6 and out["vocabulary_size"] == 10
+    for r in out["results"]:
+        assert 1 <= len(r["tags"]) <= 3
+        zs = [t["z"] for t in r["tags"]]
+        assert zs == sorted(zs, reverse=True) and all(z >= 1.0 for z in zs[1:])
+    truth = tmp_path / "truth.json"
+    truth.write_text(
+        json.dumps({str(image_folder / "plain_0.png"): ["red"], str(image_folder / "plain_2.png"): ["blue"]})
+    )
+    code, tuned, _ = run_cli(capsys, "tag", "--tune", str(truth), "--vocab", str(vocab), *model)
+    assert code == 0 and tuned["num_images"] == 2
+    assert tuned["best"]["f1"] == max(c["f1"] for c in tuned["curve"])
+
+
+def test_commands_as_subprocesses(tiny_align_dir, image_folder):
+    code, out, err = run_subprocess(
+        "classify", str(image_folder), "--labels", *LABELS, "--model", str(tiny_align_dir), "--device", "cpu"
+    )
+    assert code == 0 and out["num_images"] == 6 and "Traceback" not in err
+    code, out, err = run_subprocess("classify", str(image_folder), "--labels", "a", "--model", "someorg/not-here")
+    assert code == 1 and out is None and "Traceback" not in err and "hf download" in err
+    code, _, err = run_subprocess("classify", "--labels", "a")
+    assert code == 2 and "usage" in err
