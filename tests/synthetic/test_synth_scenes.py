@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from alignsam.errors import ConfigError, InputError
-from alignsam.synthetic import COLOURS, SceneConfig, SceneGenerator
+from alignsam.synthetic import COLOURS, SHAPES, SceneConfig, SceneGenerator
 from alignsam.synthetic.backgrounds import HIGH, LOW, render_background
 from alignsam.synthetic.scenes import BACKGROUND, _own_area, _rng
 
@@ -129,6 +129,22 @@ def test_anti_aliased_masks_are_exact_inside_and_own_their_edges():
             to_background = np.abs(pixels - background[edge]).sum(1)
             assert (to_object <= to_background + 3).all()
     assert exact / total > 0.98
+
+
+@pytest.mark.parametrize("supersample", [1, 2, 4])
+def test_masks_are_where_the_geometry_says(supersample):
+    # Symmetric shapes alone in a scene: no bias in mask area or position against the exact geometry.
+    config = SceneConfig(image_size=96, shapes=("circle", "square"), supersample=supersample, max_objects=1)
+    gen = SceneGenerator(config, seed=0)
+    ratios, offsets = [], []
+    for i in range(40):
+        (obj,) = gen[i].objects
+        ratios.append(obj.area / (SHAPES[obj.shape].area * obj.extent**2))
+        rows, cols = np.nonzero(obj.mask)
+        offsets.append((cols.mean() + 0.5 - obj.center[0], rows.mean() + 0.5 - obj.center[1]))
+    assert abs(np.mean(ratios) - 1) < 0.02
+    assert np.abs(np.mean(offsets, axis=0)).max() < 0.1
+    assert np.abs(offsets).max() < 0.5 / supersample + 0.1  # outlines are drawn at whole drawing pixels
 
 
 def test_bbox_and_area_are_the_mask_extent():
