@@ -1,0 +1,412 @@
+"""Helpers of the automatic mask generator: RLE, stability score, point grids, crops, NMS, small regions.
+
+Semantics follow the official `segment_anything/utils/amg.py`, without its optional dependencies:
+- NMS is exact greedy NMS (boxes sorted by score with a stable sort, IoU compared in float64 like the
+  torchvision kernel), so no torchvision is needed.
+- COCO's compressed RLE string (`coco_encode_rle`) is written here, byte for byte what pycocotools' `frPyObjects`
+  produces, so no pycocotools is needed.
+- Small regions are found with an 8-connected component labelling written in numpy (`connected_components`),
+  so no OpenCV is needed. Components are numbered in raster order of their first pixel; OpenCV's order can
+  differ, which matters only when two equally large islands tie for "largest".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from copy import deepcopy
+from itertools import product
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+Rle = dict[str, Any]  # {"size": [h, w], "counts": [run lengths, starting with a run of zeros]}
+
+
+class MaskData:
+    """Per-mask columns (tensors, arrays or lists of equal length) that are filtered and concatenated together."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        for value in kwargs.values():
+            _check_column(value)
+        self._stats: dict[str, Any] = dict(kwargs)
+
+    def __setitem__(self, key: str, item: Any) -> None:
+        _check_column(item)
+        self._stats[key] = item
+
+    def __delitem__(self, key: str) -> None:
+        del self._stats[key]
+
+    def __getitem__(self, key: str) -> Any:
+        return self._stats[key]
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._stats
+
+    def items(self) -> Any:
+        return self._stats.items()
+
+    def filter(self, keep: torch.Tensor) -> None:
+        """Keep the rows selected by a boolean mask or an index tensor (in that order)."""
+        keep = torch.as_tensor(keep)
+        index = keep.nonzero().flatten() if keep.dtype == torch.bool else keep.long()
+        for k, v in self._stats.items():
+            if v is None:
+                continue
+            if isinstance(v, torch.Tensor):
+                self._stats[k] = v[index.to(v.device)]
+            elif isinstance(v, np.ndarray):
+                self._stats[k] = v[index.cpu().numpy()]
+            else:
+                self._stats[k] = [v[i] for i in index.tolist()]
+
+    def cat(self, new_stats: MaskData) -> None:
+        for k, v in new_stats.items():
+            if k not in self._stats or self._stats[k] is None:
+                self._stats[k] = deepcopy(v)
+            elif isinstance(v, torch.Tensor):
+                self._stats[k] = torch.cat([self._stats[k], v], dim=0)
+            elif isinstance(v, np.ndarray):
+                self._stats[k] = np.concatenate([self._stats[k], v], axis=0)
+            else:
+                self._stats[k] = self._stats[k] + deepcopy(v)
+
+    def to_numpy(self) -> None:
+        for k, v in self._stats.items():
+            if isinstance(v, torch.Tensor):
+                self._stats[k] = v.detach().cpu().numpy()
+
+
+def _check_column(value: Any) -> None:
+    if not isinstance(value, list | np.ndarray | torch.Tensor):
+        raise TypeError(f"MaskData holds lists, numpy arrays and tensors, not {type(value).__name__}.")
+
+
+def batch_iterator(batch_size: int, *args: Sequence[Any]) -> Iterator[list[Any]]:
+    """Slices of `batch_size` rows of each argument (all of the same length)."""
+    if not args or any(len(a) != len(args[0]) for a in args):
+        raise ValueError("batch_iterator needs arguments of one common length.")
+    for start in range(0, len(args[0]), batch_size):
+        yield [a[start : start + batch_size] for a in args]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Run-length encoding.
+
+
+def mask_to_rle_pytorch(tensor: torch.Tensor) -> list[Rle]:
+    """`B x H x W` boolean masks -> uncompressed RLEs (column-major runs, starting with a run of zeros)."""
+    b, h, w = tensor.shape
+    flat = tensor.permute(0, 2, 1).reshape(b, h * w).cpu().numpy()  # Fortran order
+    out = []
+    for row in flat:
+        change = np.flatnonzero(row[1:] != row[:-1]) + 1
+        bounds = np.concatenate([[0], change, [h * w]])
+        counts = np.diff(bounds).tolist()
+        if row.size and row[0]:
+            counts = [0, *counts]
+        out.append({"size": [h, w], "counts": counts})
+    return out
+
+
+def rle_to_mask(rle: Rle) -> np.ndarray:
+    """Uncompressed RLE -> `H x W` boolean mask."""
+    h, w = rle["size"]
+    values = np.zeros(len(rle["counts"]), dtype=bool)
+    values[1::2] = True
+    mask = np.repeat(values, rle["counts"])
+    return mask.reshape(w, h).transpose()
+
+
+def area_from_rle(rle: Rle) -> int:
+    return int(sum(rle["counts"][1::2]))
+
+
+def coco_encode_rle(uncompressed_rle: Rle) -> dict[str, Any]:
+    """Uncompressed RLE -> COCO's compressed RLE `{"size": [h, w], "counts": str}` (pycocotools' format).
+
+    Each count (from the fourth on, as a difference to the count two before) is written as 5-bit groups,
+    low bits first, each as one character `48 + bits (+ 32 if more groups follow)`.
+    """
+    counts = [int(c) for c in uncompressed_rle["counts"]]
+    chars = []
+    for i, count in enumerate(counts):
+        x = count - counts[i - 2] if i > 2 else count
+        more = True
+        while more:
+            c = x & 0x1F
+            x >>= 5  # arithmetic shift: negative differences end when only sign bits remain
+            more = x != -1 if c & 0x10 else x != 0
+            if more:
+                c |= 0x20
+            chars.append(chr(c + 48))
+    return {"size": list(uncompressed_rle["size"]), "counts": "".join(chars)}
+
+
+def coco_decode_rle(rle: dict[str, Any]) -> Rle:
+    """Inverse of `coco_encode_rle`: compressed counts (str or bytes) -> uncompressed RLE."""
+    text = rle["counts"].decode("ascii") if isinstance(rle["counts"], bytes) else rle["counts"]
+    counts: list[int] = []
+    p = 0
+    while p < len(text):
+        x, k, more = 0, 0, True
+        while more:
+            c = ord(text[p]) - 48
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p += 1
+            k += 1
+            if not more and c & 0x10:
+                x |= -1 << (5 * k)
+        if len(counts) > 2:
+            x += counts[-2]
+        counts.append(x)
+    return {"size": list(rle["size"]), "counts": counts}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Scores, grids, crops and boxes.
+
+
+def calculate_stability_score(masks: torch.Tensor, mask_threshold: float, threshold_offset: float) -> torch.Tensor:
+    """IoU of the masks thresholded at `threshold +- offset` (one always contains the other): `... x H x W` -> `...`."""
+    intersections = (masks > (mask_threshold + threshold_offset)).sum((-1, -2), dtype=torch.int32)
+    unions = (masks > (mask_threshold - threshold_offset)).sum((-1, -2), dtype=torch.int32)
+    return intersections / unions
+
+
+def build_point_grid(n_per_side: int) -> np.ndarray:
+    """`n^2 x 2` points evenly spaced in [0, 1]^2 (cell centres), x varying fastest."""
+    offset = 1 / (2 * n_per_side)
+    side = np.linspace(offset, 1 - offset, n_per_side)
+    xs = np.tile(side[None, :], (n_per_side, 1))
+    ys = np.tile(side[:, None], (1, n_per_side))
+    return np.stack([xs, ys], axis=-1).reshape(-1, 2)
+
+
+def build_all_layer_point_grids(n_per_side: int, n_layers: int, scale_per_layer: int) -> list[np.ndarray]:
+    """One grid per crop layer; layer i has `n_per_side / scale_per_layer**i` points per side."""
+    return [build_point_grid(int(n_per_side / (scale_per_layer**i))) for i in range(n_layers + 1)]
+
+
+def generate_crop_boxes(
+    im_size: tuple[int, int], n_layers: int, overlap_ratio: float
+) -> tuple[list[list[int]], list[int]]:
+    """XYXY crop boxes and their layer: the whole image, then `(2^(i+1))^2` overlapping crops in layer i+1."""
+    crop_boxes, layer_idxs = [], []
+    im_h, im_w = im_size
+    short_side = min(im_h, im_w)
+    crop_boxes.append([0, 0, im_w, im_h])
+    layer_idxs.append(0)
+
+    def crop_len(orig_len: int, n_crops: int, overlap: int) -> int:
+        return math.ceil((overlap * (n_crops - 1) + orig_len) / n_crops)
+
+    for i_layer in range(n_layers):
+        n_crops_per_side = 2 ** (i_layer + 1)
+        overlap = int(overlap_ratio * short_side * (2 / n_crops_per_side))
+        crop_w = crop_len(im_w, n_crops_per_side, overlap)
+        crop_h = crop_len(im_h, n_crops_per_side, overlap)
+        crop_box_x0 = [int((crop_w - overlap) * i) for i in range(n_crops_per_side)]
+        crop_box_y0 = [int((crop_h - overlap) * i) for i in range(n_crops_per_side)]
+        for x0, y0 in product(crop_box_x0, crop_box_y0):
+            crop_boxes.append([x0, y0, min(x0 + crop_w, im_w), min(y0 + crop_h, im_h)])
+            layer_idxs.append(i_layer + 1)
+    return crop_boxes, layer_idxs
+
+
+def uncrop_boxes_xyxy(boxes: torch.Tensor, crop_box: list[int]) -> torch.Tensor:
+    x0, y0, _, _ = crop_box
+    return boxes + torch.tensor([x0, y0, x0, y0], device=boxes.device)
+
+
+def uncrop_points(points: torch.Tensor, crop_box: list[int]) -> torch.Tensor:
+    x0, y0, _, _ = crop_box
+    return points + torch.tensor([x0, y0], device=points.device)
+
+
+def uncrop_masks(masks: torch.Tensor, crop_box: list[int], orig_h: int, orig_w: int) -> torch.Tensor:
+    x0, y0, x1, y1 = crop_box
+    if x0 == 0 and y0 == 0 and x1 == orig_w and y1 == orig_h:
+        return masks
+    pad_x, pad_y = orig_w - (x1 - x0), orig_h - (y1 - y0)
+    return torch.nn.functional.pad(masks, (x0, pad_x - x0, y0, pad_y - y0), value=0)
+
+
+def is_box_near_crop_edge(
+    boxes: torch.Tensor, crop_box: list[int], orig_box: list[int], atol: float = 20.0
+) -> torch.Tensor:
+    """True for boxes within `atol` px of a crop edge that is not also an edge of the image."""
+    crop = torch.as_tensor(crop_box, dtype=torch.float, device=boxes.device)
+    orig = torch.as_tensor(orig_box, dtype=torch.float, device=boxes.device)
+    boxes = uncrop_boxes_xyxy(boxes, crop_box).float()
+    near_crop_edge = torch.isclose(boxes, crop[None, :], atol=atol, rtol=0)
+    near_image_edge = torch.isclose(boxes, orig[None, :], atol=atol, rtol=0)
+    return torch.any(near_crop_edge & ~near_image_edge, dim=1)
+
+
+def box_xyxy_to_xywh(box_xyxy: np.ndarray) -> np.ndarray:
+    box = np.array(box_xyxy, copy=True)
+    box[2] = box[2] - box[0]
+    box[3] = box[3] - box[1]
+    return box
+
+
+def batched_mask_to_box(masks: torch.Tensor) -> torch.Tensor:
+    """XYXY boxes (inclusive pixel indices) around `... x H x W` masks; `[0, 0, 0, 0]` for an empty mask."""
+    if masks.numel() == 0:  # float zeros, as the official code returns
+        return torch.zeros(*masks.shape[:-2], 4, device=masks.device)
+    shape = masks.shape
+    h, w = shape[-2:]
+    masks = masks.flatten(0, -3) if masks.ndim > 2 else masks.unsqueeze(0)
+
+    in_height = masks.amax(dim=-1)  # rows that hold a pixel
+    in_height_coords = in_height * torch.arange(h, device=masks.device)[None, :]
+    bottom_edges = in_height_coords.amax(dim=-1)
+    top_edges = (in_height_coords + h * (~in_height)).amin(dim=-1)
+
+    in_width = masks.amax(dim=-2)
+    in_width_coords = in_width * torch.arange(w, device=masks.device)[None, :]
+    right_edges = in_width_coords.amax(dim=-1)
+    left_edges = (in_width_coords + w * (~in_width)).amin(dim=-1)
+
+    empty = (right_edges < left_edges) | (bottom_edges < top_edges)
+    out = torch.stack([left_edges, top_edges, right_edges, bottom_edges], dim=-1) * (~empty).unsqueeze(-1)
+    return out.reshape(*shape[:-2], 4) if len(shape) > 2 else out[0]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Non-maximum suppression.
+
+
+def box_area(boxes: torch.Tensor) -> torch.Tensor:
+    """`N x 4` XYXY -> `N` areas."""
+    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+
+
+def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """Greedy NMS: indices of the kept boxes, by decreasing score (ties keep their input order).
+
+    A box is dropped when its IoU with a kept, higher-scoring box is greater than `iou_threshold`.
+    """
+    if boxes.shape[0] == 0:
+        return torch.empty(0, dtype=torch.long, device=boxes.device)
+    order = torch.sort(scores, descending=True, stable=True).indices
+    b = boxes[order]
+    area = box_area(b)
+    lt = torch.maximum(b[:, None, :2], b[None, :, :2])
+    rb = torch.minimum(b[:, None, 2:], b[None, :, 2:])
+    wh = (rb - lt).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    iou = inter / (area[:, None] + area[None, :] - inter)
+    # The reference kernel compares the float IoU with the threshold as a double.
+    suppresses = (iou.double() > iou_threshold).cpu().numpy()
+    removed = np.zeros(len(order), dtype=bool)
+    keep = []
+    for i in range(len(order)):
+        if removed[i]:
+            continue
+        keep.append(i)
+        removed |= suppresses[i]
+    return order[torch.as_tensor(keep, device=order.device)]
+
+
+def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """NMS within each category of `idxs`; kept indices sorted by decreasing score."""
+    if boxes.shape[0] == 0:
+        return torch.empty(0, dtype=torch.long, device=boxes.device)
+    kept = []
+    for category in torch.unique(idxs):
+        members = torch.nonzero(idxs == category).flatten()
+        kept.append(members[nms(boxes[members], scores[members], iou_threshold)])
+    keep = torch.cat(kept)
+    return keep[torch.sort(scores[keep], descending=True, stable=True).indices]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Small disconnected regions and holes.
+
+
+def connected_components(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """8-connected components of a boolean `H x W` mask.
+
+    Returns `labels` (`H x W` int32: 0 off the mask, 1..n by raster order of each component's first pixel)
+    and `sizes` (`n` pixel counts, `sizes[i]` for label `i + 1`). Works on runs of pixels within rows, joined
+    across neighbouring rows by a vectorised union-find, so it is fast for large masks.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    h, w = mask.shape
+    padded = np.zeros((h, w + 2), dtype=np.int8)
+    padded[:, 1:-1] = mask
+    step = np.diff(padded, axis=1)  # H x (W+1): +1 where a run starts, -1 one past where it ends
+    rows, starts = np.nonzero(step == 1)
+    _, ends = np.nonzero(step == -1)  # exclusive; runs come out in raster order in both
+    n_runs = len(rows)
+    if n_runs == 0:
+        return np.zeros((h, w), dtype=np.int32), np.zeros(0, dtype=np.int64)
+
+    # Run a (row r, cols s..e-1) touches run b in row r+1 (8-connected) iff s_b <= e_a and s_a <= e_b.
+    # On keys row * stride + col, those b form one contiguous slice of the raster-ordered runs.
+    stride = w + 2
+    start_keys = rows * stride + starts
+    end_keys = rows * stride + ends
+    lo = np.searchsorted(end_keys, (rows + 1) * stride + starts, side="left")
+    hi = np.searchsorted(start_keys, (rows + 1) * stride + ends, side="right")
+    n_links = np.maximum(hi - lo, 0)
+    a = np.repeat(np.arange(n_runs), n_links)
+    b = np.repeat(lo, n_links) + (np.arange(n_links.sum()) - np.repeat(np.cumsum(n_links) - n_links, n_links))
+
+    parent = np.arange(n_runs)
+    while True:
+        pa, pb = parent[a], parent[b]
+        low = np.minimum(pa, pb)
+        hooked = parent.copy()
+        np.minimum.at(hooked, pa, low)
+        np.minimum.at(hooked, pb, low)
+        while True:  # pointer jumping to the roots
+            jumped = hooked[hooked]
+            if np.array_equal(jumped, hooked):
+                break
+            hooked = jumped
+        if np.array_equal(hooked, parent):
+            break
+        parent = hooked
+
+    # Each root is its component's smallest run index, i.e. its first run in raster order.
+    roots = np.unique(parent)
+    rank = np.zeros(n_runs, dtype=np.int32)
+    rank[roots] = np.arange(1, len(roots) + 1)
+    run_labels = rank[parent]
+    labels = np.zeros((h, w), dtype=np.int32)
+    lengths = ends - starts
+    flat_pos = np.repeat(rows * w + starts, lengths) + (
+        np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    )
+    labels.reshape(-1)[flat_pos] = np.repeat(run_labels, lengths)
+    sizes = np.bincount(run_labels, weights=lengths, minlength=len(roots) + 1)[1:].astype(np.int64)
+    return labels, sizes
+
+
+def remove_small_regions(
+    mask: np.ndarray, area_thresh: float, mode: Literal["holes", "islands"]
+) -> tuple[np.ndarray, bool]:
+    """Fill holes or drop islands smaller than `area_thresh` px; returns the mask and whether it changed.
+
+    As in the official code, "holes" are the connected regions of the complement (including the outside,
+    when it is small), and when every island is small the largest one is kept.
+    """
+    if mode not in ("holes", "islands"):
+        raise ValueError(f"mode must be 'holes' or 'islands', got {mode!r}.")
+    correct_holes = mode == "holes"
+    regions, sizes = connected_components(correct_holes ^ mask)
+    small = [i + 1 for i, s in enumerate(sizes) if s < area_thresh]
+    if not small:
+        return mask, False
+    fill_labels = [0, *small]
+    if not correct_holes:
+        fill_labels = [i for i in range(len(sizes) + 1) if i not in fill_labels]
+        if not fill_labels:  # every island is small: keep the largest
+            fill_labels = [int(np.argmax(sizes)) + 1]
+    return np.isin(regions, fill_labels), True

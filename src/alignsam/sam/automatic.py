@@ -1,0 +1,250 @@
+"""`SamAutomaticMaskGenerator`: masks for everything in an image, from a grid of single-point prompts.
+
+The official algorithm and parameters, with the same defaults: for the whole image (and, with
+`crop_n_layers > 0`, for overlapping crops) a grid of points is prompted in batches, each point giving three
+masks; masks are kept when their predicted IoU and stability score pass the thresholds, deduplicated by box
+NMS within each crop and then across crops (smaller crops win), optionally cleaned of small holes and
+islands, and returned as records like SA-1B's annotations.
+
+Nothing beyond torch and numpy is needed: NMS, COCO RLE strings and the small-region clean-up
+(`min_mask_region_area`) are implemented in `alignsam.sam.amg`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from alignsam.errors import InputError
+from alignsam.io.images import DEFAULT_MAX_PIXELS, ImageInput, load_image_array
+from alignsam.sam.amg import (
+    MaskData,
+    area_from_rle,
+    batch_iterator,
+    batched_mask_to_box,
+    batched_nms,
+    box_area,
+    box_xyxy_to_xywh,
+    build_all_layer_point_grids,
+    calculate_stability_score,
+    coco_encode_rle,
+    generate_crop_boxes,
+    is_box_near_crop_edge,
+    mask_to_rle_pytorch,
+    remove_small_regions,
+    rle_to_mask,
+    uncrop_boxes_xyxy,
+    uncrop_masks,
+    uncrop_points,
+)
+from alignsam.sam.model import SamModel
+from alignsam.sam.predictor import SamPredictor
+
+OutputMode = Literal["binary_mask", "uncompressed_rle", "coco_rle"]
+
+
+class SamAutomaticMaskGenerator:
+    """Generates masks for a whole image; the defaults are the official ones (tuned for vit_h)."""
+
+    def __init__(
+        self,
+        model: SamModel,
+        points_per_side: int | None = 32,
+        points_per_batch: int = 64,
+        pred_iou_thresh: float = 0.88,
+        stability_score_thresh: float = 0.95,
+        stability_score_offset: float = 1.0,
+        box_nms_thresh: float = 0.7,
+        crop_n_layers: int = 0,
+        crop_nms_thresh: float = 0.7,
+        crop_overlap_ratio: float = 512 / 1500,
+        crop_n_points_downscale_factor: int = 1,
+        point_grids: list[np.ndarray] | None = None,
+        min_mask_region_area: int = 0,
+        output_mode: OutputMode = "binary_mask",
+        *,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    ) -> None:
+        """
+        Args:
+            points_per_side: the grid has `points_per_side**2` points; None when `point_grids` is given.
+            points_per_batch: points prompted together (memory grows with it).
+            pred_iou_thresh: keep masks whose predicted IoU is above this (0 disables the filter).
+            stability_score_thresh: keep masks whose stability score is at least this (0 disables it).
+            stability_score_offset: the logit offset of the stability score (IoU of masks at +-offset).
+            box_nms_thresh: box IoU above which a lower-scoring mask of the same crop is dropped.
+            crop_n_layers: layers of crops; layer i has `(2**i)**2` crops.
+            crop_nms_thresh: box IoU for NMS between crops.
+            crop_overlap_ratio: overlap of neighbouring crops in the first layer, as a fraction of the short side.
+            crop_n_points_downscale_factor: points per side shrink by this factor per layer.
+            point_grids: explicit `N x 2` grids in [0, 1], one per layer.
+            min_mask_region_area: fill holes and drop islands below this area (px), then NMS again.
+            output_mode: "binary_mask" (`H x W` bool arrays), "uncompressed_rle" or "coco_rle".
+            max_pixels: larger images are refused (None: no limit).
+        """
+        if (points_per_side is None) == (point_grids is None):
+            raise InputError("Give exactly one of points_per_side and point_grids.")
+        if points_per_side is not None:
+            if points_per_side < 1:
+                raise InputError(f"points_per_side must be >= 1, got {points_per_side}.")
+            if int(points_per_side / crop_n_points_downscale_factor**crop_n_layers) < 1:
+                raise InputError(
+                    f"points_per_side {points_per_side} leaves no points in crop layer {crop_n_layers} "
+                    f"(downscale factor {crop_n_points_downscale_factor})."
+                )
+            self.point_grids = build_all_layer_point_grids(
+                points_per_side, crop_n_layers, crop_n_points_downscale_factor
+            )
+        else:
+            assert point_grids is not None
+            if len(point_grids) != crop_n_layers + 1:
+                raise InputError(f"point_grids needs one grid per layer ({crop_n_layers + 1}), got {len(point_grids)}.")
+            self.point_grids = [np.asarray(g, dtype=float) for g in point_grids]
+        if output_mode not in ("binary_mask", "uncompressed_rle", "coco_rle"):
+            raise InputError(f"output_mode must be binary_mask, uncompressed_rle or coco_rle; got {output_mode!r}.")
+        if points_per_batch < 1 or crop_n_layers < 0 or min_mask_region_area < 0:
+            raise InputError("points_per_batch must be >= 1, crop_n_layers and min_mask_region_area >= 0.")
+        self.predictor = SamPredictor(model, max_pixels=max_pixels)
+        self.points_per_batch = points_per_batch
+        self.pred_iou_thresh = pred_iou_thresh
+        self.stability_score_thresh = stability_score_thresh
+        self.stability_score_offset = stability_score_offset
+        self.box_nms_thresh = box_nms_thresh
+        self.crop_n_layers = crop_n_layers
+        self.crop_nms_thresh = crop_nms_thresh
+        self.crop_overlap_ratio = crop_overlap_ratio
+        self.crop_n_points_downscale_factor = crop_n_points_downscale_factor
+        self.min_mask_region_area = min_mask_region_area
+        self.output_mode = output_mode
+
+    @torch.no_grad()
+    def generate(self, image: ImageInput) -> list[dict[str, Any]]:
+        """Masks for `image` (`H x W x 3` uint8 RGB, or anything `alignsam.io.load_image` reads).
+
+        Returns one record per mask: `segmentation` (per `output_mode`), `area` (px), `bbox` (XYWH),
+        `predicted_iou`, `point_coords` (`[[x, y]]`), `stability_score` and `crop_box` (XYWH).
+        """
+        array = load_image_array(image, max_pixels=self.predictor.max_pixels)
+        mask_data = self._generate_masks(array)
+        if self.min_mask_region_area > 0:
+            mask_data = self.postprocess_small_regions(
+                mask_data, self.min_mask_region_area, max(self.box_nms_thresh, self.crop_nms_thresh)
+            )
+        segmentations: list[Any]
+        if self.output_mode == "coco_rle":
+            segmentations = [coco_encode_rle(rle) for rle in mask_data["rles"]]
+        elif self.output_mode == "binary_mask":
+            segmentations = [rle_to_mask(rle) for rle in mask_data["rles"]]
+        else:
+            segmentations = mask_data["rles"]
+        records = []
+        for idx, segmentation in enumerate(segmentations):
+            records.append(
+                {
+                    "segmentation": segmentation,
+                    "area": area_from_rle(mask_data["rles"][idx]),
+                    "bbox": box_xyxy_to_xywh(mask_data["boxes"][idx]).tolist(),
+                    "predicted_iou": mask_data["iou_preds"][idx].item(),
+                    "point_coords": [mask_data["points"][idx].tolist()],
+                    "stability_score": mask_data["stability_score"][idx].item(),
+                    "crop_box": box_xyxy_to_xywh(mask_data["crop_boxes"][idx]).tolist(),
+                }
+            )
+        return records
+
+    def _generate_masks(self, image: np.ndarray) -> MaskData:
+        orig_size = (image.shape[0], image.shape[1])
+        crop_boxes, layer_idxs = generate_crop_boxes(orig_size, self.crop_n_layers, self.crop_overlap_ratio)
+        data = MaskData()
+        for crop_box, layer_idx in zip(crop_boxes, layer_idxs, strict=True):
+            data.cat(self._process_crop(image, crop_box, layer_idx, orig_size))
+        if len(crop_boxes) > 1 and len(data["rles"]) > 0:
+            # Deduplicate across crops, preferring masks from smaller crops.
+            scores = 1 / box_area(data["crop_boxes"])
+            keep = batched_nms(
+                data["boxes"].float(),
+                scores.to(data["boxes"].device),
+                torch.zeros(len(data["boxes"])),
+                iou_threshold=self.crop_nms_thresh,
+            )
+            data.filter(keep)
+        data.to_numpy()
+        return data
+
+    def _process_crop(
+        self, image: np.ndarray, crop_box: list[int], layer_idx: int, orig_size: tuple[int, int]
+    ) -> MaskData:
+        x0, y0, x1, y1 = crop_box
+        cropped = image[y0:y1, x0:x1, :]
+        cropped_size = (cropped.shape[0], cropped.shape[1])
+        self.predictor.set_image(cropped)
+        points_for_image = self.point_grids[layer_idx] * np.array(cropped_size)[None, ::-1]
+        data = MaskData()
+        for (points,) in batch_iterator(self.points_per_batch, points_for_image):
+            data.cat(self._process_batch(points, cropped_size, crop_box, orig_size))
+        self.predictor.reset_image()
+
+        keep = batched_nms(
+            data["boxes"].float(), data["iou_preds"], torch.zeros(len(data["boxes"])), iou_threshold=self.box_nms_thresh
+        )
+        data.filter(keep)
+        data["boxes"] = uncrop_boxes_xyxy(data["boxes"], crop_box)
+        data["points"] = uncrop_points(data["points"], crop_box)
+        data["crop_boxes"] = torch.tensor([crop_box for _ in range(len(data["rles"]))], dtype=torch.long).reshape(-1, 4)
+        return data
+
+    def _process_batch(
+        self, points: np.ndarray, im_size: tuple[int, int], crop_box: list[int], orig_size: tuple[int, int]
+    ) -> MaskData:
+        orig_h, orig_w = orig_size
+        # Points stay float64 until the prompt encoder, as in the official code.
+        transformed = self.predictor.transform.apply_coords(points, im_size)
+        in_points = torch.as_tensor(transformed, device=self.predictor.device)
+        in_labels = torch.ones(in_points.shape[0], dtype=torch.int, device=in_points.device)
+        masks, iou_preds, _ = self.predictor.predict_torch(
+            in_points[:, None, :], in_labels[:, None], multimask_output=True, return_logits=True
+        )
+        data = MaskData(
+            masks=masks.flatten(0, 1),
+            iou_preds=iou_preds.flatten(0, 1),
+            points=torch.as_tensor(points.repeat(masks.shape[1], axis=0)),
+        )
+        del masks
+        if self.pred_iou_thresh > 0.0:
+            data.filter(data["iou_preds"] > self.pred_iou_thresh)
+        threshold = self.predictor.model.mask_threshold
+        data["stability_score"] = calculate_stability_score(data["masks"], threshold, self.stability_score_offset)
+        if self.stability_score_thresh > 0.0:
+            data.filter(data["stability_score"] >= self.stability_score_thresh)
+        data["masks"] = data["masks"] > threshold
+        data["boxes"] = batched_mask_to_box(data["masks"])
+        keep = ~is_box_near_crop_edge(data["boxes"], crop_box, [0, 0, orig_w, orig_h])
+        if not torch.all(keep):
+            data.filter(keep)
+        data["rles"] = mask_to_rle_pytorch(uncrop_masks(data["masks"], crop_box, orig_h, orig_w))
+        del data["masks"]
+        return data
+
+    @staticmethod
+    def postprocess_small_regions(mask_data: MaskData, min_area: int, nms_thresh: float) -> MaskData:
+        """Fill holes and drop islands below `min_area`, then NMS again preferring unchanged masks (in place)."""
+        if len(mask_data["rles"]) == 0:
+            return mask_data
+        new_masks, scores = [], []
+        for rle in mask_data["rles"]:
+            mask = rle_to_mask(rle)
+            mask, changed_holes = remove_small_regions(mask, min_area, mode="holes")
+            mask, changed_islands = remove_small_regions(mask, min_area, mode="islands")
+            new_masks.append(torch.as_tensor(mask).unsqueeze(0))
+            scores.append(float(not (changed_holes or changed_islands)))  # unchanged masks win the NMS
+        masks = torch.cat(new_masks, dim=0)
+        boxes = batched_mask_to_box(masks)
+        keep = batched_nms(boxes.float(), torch.as_tensor(scores), torch.zeros(len(boxes)), iou_threshold=nms_thresh)
+        for i in keep.tolist():
+            if scores[i] == 0.0:
+                mask_data["rles"][i] = mask_to_rle_pytorch(masks[i].unsqueeze(0))[0]
+                mask_data["boxes"][i] = boxes[i]
+        mask_data.filter(keep)
+        return mask_data

@@ -1,0 +1,265 @@
+"""Configurations of SAM's three towers and of the assembled model, with the published presets.
+
+Every number that shapes the model lives here (image size, patch size, depth, width, window size, global
+attention blocks, epsilons), so that other sizes (a small "demo" SAM, SlimSAM, a Hugging Face directory
+with its own values) are a configuration away. Configurations are frozen dataclasses, validated on
+creation, and travel as JSON beside every checkpoint this library writes.
+
+The epsilons deserve a note: the official code uses LayerNorm eps 1e-6 in the image encoder and 1e-5 in
+the two-way transformer, while Hugging Face's `SamModel` uses its config's 1e-6 in the transformer blocks
+and 1e-5 only in the final norm. Each checkpoint format brings its own values, so each reproduces its own
+reference exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from alignsam.errors import ConfigError
+from alignsam.layers.activations import known_activation
+
+ImageFormat = Literal["RGB", "BGR"]
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _check_activation(name: str, what: str) -> None:
+    _check(known_activation(name), f"{what}: unknown activation {name!r}.")
+
+
+@dataclass(frozen=True)
+class ImageEncoderConfig:
+    """The ViT image encoder (ViTDet-style: windowed blocks, a few global blocks, decomposed rel-pos)."""
+
+    image_size: int = 1024  # side of the square, padded input
+    patch_size: int = 16
+    in_chans: int = 3
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_dim: int = 3072
+    out_chans: int = 256  # channels of the image embedding (the neck's output)
+    qkv_bias: bool = True
+    use_abs_pos: bool = True
+    use_rel_pos: bool = True
+    window_size: int = 14  # 0 means every block attends globally
+    global_attn_indexes: tuple[int, ...] = (2, 5, 8, 11)
+    act: str = "gelu"
+    layer_norm_eps: float = 1e-6
+    neck_layer_norm_eps: float = 1e-6
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "global_attn_indexes", tuple(int(i) for i in self.global_attn_indexes))
+        for name in ("image_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads", "mlp_dim"):
+            _check(getattr(self, name) > 0, f"ImageEncoderConfig.{name} must be positive, got {getattr(self, name)}.")
+        _check(self.out_chans > 0, f"ImageEncoderConfig.out_chans must be positive, got {self.out_chans}.")
+        _check(
+            self.image_size % self.patch_size == 0,
+            f"ImageEncoderConfig.image_size {self.image_size} is not a multiple of patch_size {self.patch_size}.",
+        )
+        _check(
+            self.embed_dim % self.num_heads == 0,
+            f"ImageEncoderConfig.embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}.",
+        )
+        _check(self.window_size >= 0, f"ImageEncoderConfig.window_size must be >= 0, got {self.window_size}.")
+        bad = [i for i in self.global_attn_indexes if not 0 <= i < self.depth]
+        _check(not bad, f"ImageEncoderConfig.global_attn_indexes {bad} are outside 0..{self.depth - 1}.")
+        _check_activation(self.act, "ImageEncoderConfig.act")
+
+    @property
+    def grid_size(self) -> int:
+        """Side of the token grid and of the image embedding (64 for 1024 px and patch 16)."""
+        return self.image_size // self.patch_size
+
+    def block_window_size(self, index: int) -> int:
+        """Window size of block `index`; 0 for a global-attention block."""
+        return 0 if index in self.global_attn_indexes else self.window_size
+
+
+@dataclass(frozen=True)
+class PromptEncoderConfig:
+    """Points, boxes and mask logits to sparse and dense prompt embeddings."""
+
+    embed_dim: int = 256
+    mask_in_chans: int = 16
+    act: str = "gelu"
+    layer_norm_eps: float = 1e-6
+
+    def __post_init__(self) -> None:
+        _check(
+            self.embed_dim > 0 and self.embed_dim % 2 == 0,
+            f"PromptEncoderConfig.embed_dim must be positive and even (sin and cos halves), got {self.embed_dim}.",
+        )
+        _check(
+            self.mask_in_chans > 0 and self.mask_in_chans % 4 == 0,
+            f"PromptEncoderConfig.mask_in_chans must be a positive multiple of 4, got {self.mask_in_chans}.",
+        )
+        _check_activation(self.act, "PromptEncoderConfig.act")
+
+
+@dataclass(frozen=True)
+class MaskDecoderConfig:
+    """The two-way transformer, the mask hypernetworks and the IoU head."""
+
+    transformer_dim: int = 256
+    depth: int = 2
+    num_heads: int = 8
+    mlp_dim: int = 2048
+    mlp_act: str = "relu"
+    attention_downsample_rate: int = 2
+    num_multimask_outputs: int = 3
+    iou_head_depth: int = 3
+    iou_head_hidden_dim: int = 256
+    upscale_act: str = "gelu"
+    layer_norm_eps: float = 1e-5  # the four norms of each two-way block
+    final_layer_norm_eps: float = 1e-5  # the norm after the final token-to-image attention
+    upscale_layer_norm_eps: float = 1e-6
+
+    def __post_init__(self) -> None:
+        for name in ("depth", "num_heads", "mlp_dim", "attention_downsample_rate", "num_multimask_outputs"):
+            _check(getattr(self, name) > 0, f"MaskDecoderConfig.{name} must be positive, got {getattr(self, name)}.")
+        _check(
+            self.transformer_dim > 0 and self.transformer_dim % 8 == 0,
+            f"MaskDecoderConfig.transformer_dim must be a positive multiple of 8, got {self.transformer_dim}.",
+        )
+        internal = self.transformer_dim // self.attention_downsample_rate
+        _check(
+            self.transformer_dim % self.num_heads == 0 and internal % self.num_heads == 0,
+            f"MaskDecoderConfig.num_heads {self.num_heads} must divide transformer_dim {self.transformer_dim} "
+            f"and transformer_dim / attention_downsample_rate = {internal}.",
+        )
+        _check(self.iou_head_depth >= 1, f"MaskDecoderConfig.iou_head_depth must be >= 1, got {self.iou_head_depth}.")
+        _check(self.iou_head_hidden_dim > 0, "MaskDecoderConfig.iou_head_hidden_dim must be positive.")
+        _check_activation(self.mlp_act, "MaskDecoderConfig.mlp_act")
+        _check_activation(self.upscale_act, "MaskDecoderConfig.upscale_act")
+
+    @property
+    def num_mask_tokens(self) -> int:
+        """The single-mask token plus one token per multimask output."""
+        return self.num_multimask_outputs + 1
+
+
+@dataclass(frozen=True)
+class SamConfig:
+    """The whole model: the three towers plus pre- and post-processing constants."""
+
+    image_encoder: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
+    prompt_encoder: PromptEncoderConfig = field(default_factory=PromptEncoderConfig)
+    mask_decoder: MaskDecoderConfig = field(default_factory=MaskDecoderConfig)
+    pixel_mean: tuple[float, ...] = (123.675, 116.28, 103.53)  # on 0..255 RGB
+    pixel_std: tuple[float, ...] = (58.395, 57.12, 57.375)
+    mask_threshold: float = 0.0
+    image_format: ImageFormat = "RGB"  # channel order the model was trained on
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "pixel_mean", tuple(float(v) for v in self.pixel_mean))
+        object.__setattr__(self, "pixel_std", tuple(float(v) for v in self.pixel_std))
+        enc, prompt, dec = self.image_encoder, self.prompt_encoder, self.mask_decoder
+        _check(
+            enc.out_chans == prompt.embed_dim == dec.transformer_dim,
+            "SamConfig: the image embedding, the prompt embeddings and the decoder must share one width; got "
+            f"image_encoder.out_chans={enc.out_chans}, prompt_encoder.embed_dim={prompt.embed_dim}, "
+            f"mask_decoder.transformer_dim={dec.transformer_dim}.",
+        )
+        _check(
+            len(self.pixel_mean) == len(self.pixel_std) == enc.in_chans,
+            f"SamConfig: pixel_mean and pixel_std need {enc.in_chans} values.",
+        )
+        _check(all(s > 0 for s in self.pixel_std), "SamConfig.pixel_std values must be positive.")
+        _check(
+            self.image_format in ("RGB", "BGR"), f"SamConfig.image_format must be RGB or BGR: {self.image_format!r}."
+        )
+
+    @property
+    def image_size(self) -> int:
+        """Side of the padded square the image encoder reads (1024 for the published models)."""
+        return self.image_encoder.image_size
+
+    @property
+    def embedding_size(self) -> int:
+        """Side of the image embedding (64 for the published models)."""
+        return self.image_encoder.grid_size
+
+    @property
+    def mask_input_size(self) -> int:
+        """Side of the low-resolution mask logits (4 x the embedding: 256 for the published models)."""
+        return 4 * self.image_encoder.grid_size
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["image_encoder"]["global_attn_indexes"] = list(self.image_encoder.global_attn_indexes)
+        out["pixel_mean"] = list(self.pixel_mean)
+        out["pixel_std"] = list(self.pixel_std)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SamConfig:
+        """Inverse of `to_dict`; unknown keys are an error (a typo must not be silently ignored)."""
+        data = dict(data)
+        parts: dict[str, Any] = {}
+        for name, part_cls in (
+            ("image_encoder", ImageEncoderConfig),
+            ("prompt_encoder", PromptEncoderConfig),
+            ("mask_decoder", MaskDecoderConfig),
+        ):
+            parts[name] = _dataclass_from_dict(part_cls, data.pop(name, {}), f"SamConfig.{name}")
+        top = _dataclass_from_dict(cls, data, "SamConfig", skip=set(parts))
+        return dataclasses.replace(top, **parts)
+
+
+def _dataclass_from_dict(cls: Any, data: Mapping[str, Any], what: str, skip: Collection[str] = ()) -> Any:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{what} must be a JSON object, got {type(data).__name__}.")
+    names = {f.name for f in dataclasses.fields(cls)} - set(skip)
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{what} has unknown keys {unknown}; known: {sorted(names)}.")
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as err:
+        raise ConfigError(f"{what}: {err}") from err
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Presets of the published checkpoints (build_sam.py of the official repository).
+
+
+def _official(embed_dim: int, depth: int, num_heads: int, global_attn_indexes: tuple[int, ...]) -> SamConfig:
+    return SamConfig(
+        image_encoder=ImageEncoderConfig(
+            embed_dim=embed_dim,
+            depth=depth,
+            num_heads=num_heads,
+            mlp_dim=4 * embed_dim,
+            global_attn_indexes=global_attn_indexes,
+        )
+    )
+
+
+def sam_vit_b() -> SamConfig:
+    """ViT-B/16 SAM (`sam_vit_b_01ec64.pth`, `facebook/sam-vit-base`)."""
+    return _official(768, 12, 12, (2, 5, 8, 11))
+
+
+def sam_vit_l() -> SamConfig:
+    """ViT-L/16 SAM (`sam_vit_l_0b3195.pth`, `facebook/sam-vit-large`)."""
+    return _official(1024, 24, 16, (5, 11, 17, 23))
+
+
+def sam_vit_h() -> SamConfig:
+    """ViT-H/16 SAM (`sam_vit_h_4b8939.pth`, `facebook/sam-vit-huge`)."""
+    return _official(1280, 32, 16, (7, 15, 23, 31))
+
+
+SAM_PRESETS: dict[str, Callable[[], SamConfig]] = {
+    "vit_b": sam_vit_b,
+    "vit_l": sam_vit_l,
+    "vit_h": sam_vit_h,
+}

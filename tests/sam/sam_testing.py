@@ -1,0 +1,222 @@
+"""Test helpers: the official package behind a torchvision stand-in, a reference NMS, weight randomisation.
+
+torchvision has no CPU build here, and the official `segment_anything` imports four functions from it.
+`import_official()` puts a small stand-in package into `sys.modules` only while `segment_anything` is
+imported and removes it afterwards, so transformers (which probes for torchvision) never sees it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from alignsam.sam import ImageEncoderConfig, MaskDecoderConfig, PromptEncoderConfig, SamConfig
+
+# ---------------------------------------------------------------------------------------------------------
+# torchvision stand-in.
+
+
+def _resize(img: Image.Image, size: list[int] | tuple[int, int]) -> Image.Image:
+    """torchvision.transforms.functional.resize on a PIL image with (h, w): PIL bilinear."""
+    h, w = size
+    return img.resize((w, h), Image.BILINEAR)
+
+
+def _to_pil_image(pic: np.ndarray) -> Image.Image:
+    assert pic.ndim == 3 and pic.shape[2] == 3 and pic.dtype == np.uint8, "stand-in handles HWC uint8 RGB only"
+    return Image.fromarray(pic, mode="RGB")
+
+
+def reference_box_area(boxes: torch.Tensor) -> torch.Tensor:
+    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+
+
+def reference_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> list[int]:
+    """Plain greedy NMS as torchvision's CPU kernel: float32 IoU compared with the threshold as a double."""
+    b = boxes.detach().cpu().float().numpy()
+    s = scores.detach().cpu().double().numpy()
+    order = sorted(range(len(s)), key=lambda i: -s[i])  # stable: ties keep their index order
+    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    suppressed = np.zeros(len(s), dtype=bool)
+    keep = []
+    for pos, i in enumerate(order):
+        if suppressed[i]:
+            continue
+        keep.append(i)
+        for j in order[pos + 1 :]:
+            if suppressed[j]:
+                continue
+            w = max(np.float32(0), min(b[i, 2], b[j, 2]) - max(b[i, 0], b[j, 0]))
+            h = max(np.float32(0), min(b[i, 3], b[j, 3]) - max(b[i, 1], b[j, 1]))
+            inter = np.float32(w * h)
+            iou = np.float32(inter / np.float32(area[i] + area[j] - inter)) if area[i] + area[j] - inter else np.nan
+            if float(iou) > iou_threshold:
+                suppressed[j] = True
+    return keep
+
+
+def reference_batched_nms(
+    boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, iou_threshold: float
+) -> torch.Tensor:
+    keep: list[int] = []
+    for category in sorted(set(idxs.tolist())):
+        members = [i for i, c in enumerate(idxs.tolist()) if c == category]
+        kept = reference_nms(boxes[members], scores[members], iou_threshold)
+        keep.extend(members[k] for k in kept)
+    keep.sort(key=lambda i: -float(scores[i]))
+    return torch.as_tensor(keep, dtype=torch.long)
+
+
+@contextmanager
+def _torchvision_stub() -> Iterator[None]:
+    names = ["torchvision", "torchvision.ops", "torchvision.ops.boxes", "torchvision.transforms"]
+    names.append("torchvision.transforms.functional")
+    if any(n in sys.modules for n in names):
+        raise RuntimeError("a torchvision module is already imported; the stand-in would shadow it")
+    modules = {n: types.ModuleType(n) for n in names}
+    modules["torchvision.ops.boxes"].batched_nms = reference_batched_nms  # type: ignore[attr-defined]
+    modules["torchvision.ops.boxes"].box_area = reference_box_area  # type: ignore[attr-defined]
+    modules["torchvision.transforms.functional"].resize = _resize  # type: ignore[attr-defined]
+    modules["torchvision.transforms.functional"].to_pil_image = _to_pil_image  # type: ignore[attr-defined]
+    sys.modules.update(modules)
+    try:
+        yield
+    finally:
+        for n in names:
+            sys.modules.pop(n, None)
+
+
+def import_official() -> Any:
+    """The official `segment_anything` package (with its automatic mask generator and amg utilities)."""
+    if "segment_anything" in sys.modules:
+        return sys.modules["segment_anything"]
+    with _torchvision_stub():
+        module = importlib.import_module("segment_anything")
+        importlib.import_module("segment_anything.utils.amg")
+    assert "torchvision" not in sys.modules
+    return module
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Weights that make random models produce non-trivial masks.
+
+
+@torch.no_grad()
+def randomize_(model: nn.Module, seed: int, *, logit_gain: float = 1.0) -> nn.Module:
+    """Overwrite every tensor of the state dict with seeded random values of sensible scale.
+
+    Default initialisation leaves relative positions and absolute positions at zero and LayerNorms at
+    identity, which hides bugs; here everything is random: weights ~ N(0, 1/fan_in), LayerNorm scales
+    ~ 1 + N(0, 0.1^2), biases ~ N(0, 0.05^2), positional tables and tokens ~ N(0, 0.5^2) and N(0, 1).
+    `logit_gain` scales the last layer of the mask hypernetworks (the spread of the mask logits).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    # Everything a checkpoint holds (non-persistent buffers such as pixel_mean are left alone).
+    tensors = {n: t for n, t in model.state_dict(keep_vars=True).items() if t.is_floating_point()}
+    norm_weights = {
+        f"{name}.weight" for name, module in model.named_modules() if "norm" in type(module).__name__.lower()
+    }
+    embeddings = {f"{name}.weight" for name, module in model.named_modules() if isinstance(module, nn.Embedding)}
+    for name in sorted(tensors):
+        t = tensors[name]
+        noise = torch.randn(t.shape, generator=gen, dtype=torch.float64).to(t.dtype)
+        leaf = name.rsplit(".", 1)[-1]
+        if "positional_encoding_gaussian_matrix" in name or "positional_embedding" in name:
+            value = noise  # Fourier frequencies ~ N(0, 1), as SAM samples them
+        elif "rel_pos" in leaf or "pos_embed" in leaf:
+            value = 0.5 * noise
+        elif name in norm_weights:
+            value = 1 + 0.1 * noise
+        elif leaf == "bias":
+            value = 0.05 * noise
+        elif name in embeddings:
+            value = noise  # learned tokens and point embeddings
+        elif t.ndim >= 2:
+            fan_in = t.shape[0] if "upscal" in name else t[0].numel()  # transposed convs: in x out x k x k
+            value = noise / fan_in**0.5
+        else:
+            value = 0.1 * noise
+        last_hyper_layer = "hypernetwork" in name and (name.endswith("layers.2.weight") or "proj_out.weight" in name)
+        if last_hyper_layer:
+            value = value * logit_gain
+        t.copy_(value)
+    return model
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Small configurations and matching official models.
+
+
+def tiny_config(**encoder: Any) -> SamConfig:
+    """A small SAM (256 px, 2 blocks of width 64, decoder width 64) for fast unit tests."""
+    enc = {
+        "image_size": 256,
+        "patch_size": 16,
+        "embed_dim": 64,
+        "depth": 2,
+        "num_heads": 2,
+        "mlp_dim": 128,
+        "out_chans": 64,
+        "window_size": 7,
+        "global_attn_indexes": (1,),
+    }
+    enc.update(encoder)
+    return SamConfig(
+        image_encoder=ImageEncoderConfig(**enc),
+        prompt_encoder=PromptEncoderConfig(embed_dim=enc["out_chans"], mask_in_chans=16),
+        mask_decoder=MaskDecoderConfig(
+            transformer_dim=enc["out_chans"], num_heads=4, mlp_dim=128, iou_head_hidden_dim=64
+        ),
+    )
+
+
+def official_from_config(config: SamConfig) -> nn.Module:
+    """The official `Sam` with the architecture of `config` (official epsilons), randomly initialised."""
+    from functools import partial
+
+    official = import_official()
+    m = importlib.import_module("segment_anything.modeling")
+    enc, prm, dec = config.image_encoder, config.prompt_encoder, config.mask_decoder
+    grid = enc.grid_size
+    sam = m.Sam(
+        image_encoder=m.ImageEncoderViT(
+            img_size=enc.image_size,
+            patch_size=enc.patch_size,
+            embed_dim=enc.embed_dim,
+            depth=enc.depth,
+            num_heads=enc.num_heads,
+            mlp_ratio=enc.mlp_dim / enc.embed_dim,
+            out_chans=enc.out_chans,
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+            qkv_bias=enc.qkv_bias,
+            use_rel_pos=enc.use_rel_pos,
+            window_size=enc.window_size,
+            global_attn_indexes=enc.global_attn_indexes,
+        ),
+        prompt_encoder=m.PromptEncoder(
+            embed_dim=prm.embed_dim,
+            image_embedding_size=(grid, grid),
+            input_image_size=(enc.image_size, enc.image_size),
+            mask_in_chans=prm.mask_in_chans,
+        ),
+        mask_decoder=m.MaskDecoder(
+            num_multimask_outputs=dec.num_multimask_outputs,
+            transformer=m.TwoWayTransformer(
+                depth=dec.depth, embedding_dim=dec.transformer_dim, mlp_dim=dec.mlp_dim, num_heads=dec.num_heads
+            ),
+            transformer_dim=dec.transformer_dim,
+            iou_head_depth=dec.iou_head_depth,
+            iou_head_hidden_dim=dec.iou_head_hidden_dim,
+        ),
+    )
+    del official
+    return sam.eval()
