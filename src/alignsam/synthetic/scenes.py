@@ -160,10 +160,10 @@ def _rasterise(placements: Sequence[Placement], height: int, width: int, supersa
         extent = p.extent * s - 0.5
         if shape.points is None:
             box = np.rint([center[0] - extent, center[1] - extent, center[0] + extent, center[1] + extent])
-            draw.ellipse([float(v) for v in box], fill=k)
+            draw.ellipse(box.tolist(), fill=k)
         else:
             outline = np.rint(shape.outline(center, extent, p.rotation))
-            draw.polygon([(float(x), float(y)) for x, y in outline], fill=k)
+            draw.polygon(outline.ravel().tolist(), fill=k)  # flat x0, y0, x1, y1, ...
     return np.asarray(big)
 
 
@@ -352,6 +352,9 @@ class SceneGenerator:
         keep = []
         for k, p in enumerate(placements):
             if visible[k] == 0:
+                continue
+            if not any(math.dist(p.center, q.center) < p.extent + q.extent for q in placements[k + 1 :]):
+                keep.append(k)  # only objects drawn later can hide this one, and none reaches it
                 continue
             shape = SHAPES[p.shape]
             # A pixel joins a mask when at least half of it is covered, so the own mask area is at most the
