@@ -13,8 +13,6 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-_DEFAULT_NUM = {"webdataset": 10_000, "folder": 1_000, "retrieval": 1_000, "segmentation": 1_000}
-
 
 def _names(text: str) -> tuple[str, ...]:
     names = tuple(n.strip() for n in text.split(",") if n.strip())
@@ -50,39 +48,55 @@ def _scene_options() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("scene")
     g.add_argument("--config", metavar="JSON", help="start from this SceneConfig (a synth.json or a config dict)")
-    g.add_argument("--size", dest="image_size", type=_count(1), help="image side in pixels, 32..1024 (default 128)")
-    g.add_argument("--shapes", type=_names, help="comma-separated shape names (default: the 8 default shapes)")
-    g.add_argument("--colours", "--colors", type=_names, help="comma-separated colour names (default: 8 colours)")
-    g.add_argument("--backgrounds", type=_names, help="comma-separated background kinds (default: all five)")
-    g.add_argument("--max-rotation", type=float, help="degrees (default 30)")
-    g.add_argument("--max-occlusion", type=float, help="largest hidden share of an object (default 0.25)")
-    g.add_argument("--colour-jitter", type=int, help="RGB jitter of object colours (default 12)")
-    g.add_argument("--supersample", type=int, help="anti-aliasing factor 1..4; 1 = hard edges (default 2)")
+    g.add_argument(
+        "--size", dest="image_size", metavar="PX", type=_count(1), help="image side in pixels, 32..1024 (default 128)"
+    )
+    g.add_argument(
+        "--shapes", metavar="NAMES", type=_names, help="comma-separated shape names (default: the 8 default shapes)"
+    )
+    g.add_argument(
+        "--colours", "--colors", metavar="NAMES", type=_names, help="comma-separated colour names (default: 8 colours)"
+    )
+    g.add_argument(
+        "--backgrounds", metavar="NAMES", type=_names, help="comma-separated background kinds (default: all five)"
+    )
+    g.add_argument("--max-rotation", metavar="DEG", type=float, help="degrees (default 30)")
+    g.add_argument(
+        "--max-occlusion", metavar="SHARE", type=float, help="largest hidden share of an object (default 0.25)"
+    )
+    g.add_argument("--colour-jitter", metavar="LEVELS", type=int, help="RGB jitter of object colours (default 12)")
+    g.add_argument("--supersample", metavar="S", type=int, help="anti-aliasing factor 1..4; 1 = hard edges (default 2)")
     return p
 
 
 def _object_options() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("objects")
-    g.add_argument("--min-objects", type=_count(1), help="fewest objects per scene (default 1; retrieval 2)")
-    g.add_argument("--max-objects", type=_count(1), help="most objects per scene (default 4)")
-    g.add_argument("--repeat", type=_share, help="chance an object repeats an earlier one's kind (default 0.25)")
+    g.add_argument(
+        "--min-objects", metavar="N", type=_count(1), help="fewest objects per scene (default 1; retrieval 2)"
+    )
+    g.add_argument("--max-objects", metavar="N", type=_count(1), help="most objects per scene (default 4)")
+    g.add_argument(
+        "--repeat", metavar="P", type=_share, help="chance an object repeats an earlier one's kind (default 0.25)"
+    )
     return p
 
 
 def _noise_options() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("caption noise")
-    g.add_argument("--noise", type=_share, help="share of noisy captions, 0..1 (default 0)")
-    g.add_argument("--noise-kinds", type=_names, help="from wrong,truncated,unrelated (default: all three)")
+    g.add_argument("--noise", metavar="SHARE", type=_share, help="share of noisy captions, 0..1 (default 0)")
+    g.add_argument(
+        "--noise-kinds", metavar="KINDS", type=_names, help="from wrong,truncated,unrelated (default: all three)"
+    )
     return p
 
 
-def _output_options(num: bool, image_format: str) -> argparse.ArgumentParser:
+def _output_options(num: int | None, image_format: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("out", help="output folder (created; must be empty unless --overwrite)")
-    if num:
-        p.add_argument("-n", "--num", type=_count(1), help="number of scenes")
+    if num is not None:
+        p.add_argument("-n", "--num", type=_count(1), default=num, help=f"number of scenes (default {num})")
     p.add_argument("--seed", type=_count(0), default=0, help="data set seed (default 0; use another for held-out)")
     p.add_argument("--start", type=_count(0), default=0, help="first scene index (default 0)")
     p.add_argument("--format", dest="image_format", choices=("jpg", "png"), default=image_format)
@@ -104,31 +118,37 @@ def add_parser(subparsers: Any) -> None:
 
     p = layouts.add_parser(
         "webdataset",
-        parents=[_output_options(True, "jpg"), scene, objects, noise],
+        parents=[_output_options(10_000, "jpg"), scene, objects, noise],
         help="tar shards of KEY.jpg/.txt/.json with per-shard parquet and _stats.json (img2dataset layout)",
     )
-    p.add_argument("--shard-size", type=_count(1), default=1000, help="samples per shard, <= 10000 (default 1000)")
-    p.add_argument("--corrupt", type=_share, default=0.0, help="share of samples damaged on purpose (default 0)")
+    p.add_argument(
+        "--shard-size", metavar="N", type=_count(1), default=1000, help="samples per shard, <= 10000 (default 1000)"
+    )
+    p.add_argument(
+        "--corrupt", metavar="SHARE", type=_share, default=0.0, help="share of samples damaged on purpose (default 0)"
+    )
     layouts.add_parser(
         "folder",
-        parents=[_output_options(True, "jpg"), scene, objects, noise],
+        parents=[_output_options(1_000, "jpg"), scene, objects, noise],
         help="images/ + captions.csv + captions.parquet",
     )
     p = layouts.add_parser(
         "classification",
-        parents=[_output_options(False, "jpg"), scene],
+        parents=[_output_options(None, "jpg"), scene],
         help='one folder per "<colour> <shape>" class of single-object scenes',
     )
-    p.add_argument("--per-class", type=_count(1), default=20, help="images per class (default 20)")
+    p.add_argument("--per-class", metavar="N", type=_count(1), default=20, help="images per class (default 20)")
     p = layouts.add_parser(
         "retrieval",
-        parents=[_output_options(True, "jpg"), scene, objects],
+        parents=[_output_options(1_000, "jpg"), scene, objects],
         help="images/ + COCO captions.json with several clean captions per image",
     )
-    p.add_argument("--captions-per-image", type=_count(1), default=5, help="clean captions per image (default 5)")
+    p.add_argument(
+        "--captions-per-image", metavar="N", type=_count(1), default=5, help="clean captions per image (default 5)"
+    )
     p = layouts.add_parser(
         "segmentation",
-        parents=[_output_options(True, "png"), scene, objects],
+        parents=[_output_options(1_000, "png"), scene, objects],
         help="images/ + COCO instances annotations.json (RLE masks, shape categories, colour attributes)",
     )
     p.add_argument("--mask-pngs", action="store_true", help="also write masks/IMAGE_OBJECT.png per object")
@@ -234,7 +254,7 @@ def run(args: argparse.Namespace) -> int:
         "overwrite": args.overwrite,
         "progress": not args.no_progress,
     }
-    num = getattr(args, "num", None) or _DEFAULT_NUM.get(args.layout, 0)
+    num = getattr(args, "num", 0)
     t0 = time.perf_counter()
     if args.layout == "webdataset":
         report = write_webdataset(
