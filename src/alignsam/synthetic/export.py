@@ -204,6 +204,23 @@ def _corruption(generator: SceneGenerator, index: int, share: float) -> str | No
     return CORRUPTIONS[int(rng.integers(len(CORRUPTIONS)))]
 
 
+def _members(
+    scene: Scene, record: dict[str, Any], image_format: ImageFormat, quality: int, damage: str | None
+) -> list[tuple[str, bytes]]:
+    """The tar members of one sample (`KEY.jpg`, `KEY.txt`, `KEY.json`), damaged as `damage` says."""
+    key = record["key"]
+    image = _encode(scene.image, image_format, quality)
+    meta = json.dumps(record).encode()
+    if damage == "truncated_image":
+        image = image[: len(image) // 3]
+    elif damage == "not_an_image":
+        image = b"<html><head><title>404 Not Found</title></head><body>Not Found</body></html>\n"
+    elif damage == "bad_json":
+        meta = meta[: len(meta) // 2]
+    members = [(f"{key}.{image_format}", image), (f"{key}.txt", scene.caption.encode()), (f"{key}.json", meta)]
+    return [m for m in members if not (damage == "missing_caption" and m[0].endswith(".txt"))]
+
+
 def write_webdataset(
     generator: SceneGenerator,
     out: str | Path,
@@ -239,11 +256,11 @@ def write_webdataset(
     if not 0.0 <= corrupt <= 1.0:
         raise InputError(f"corrupt={corrupt}: give a share in 0..1.")
     _check_image_args(image_format, quality)
-    root = _prepare(out, overwrite)
-
     shards = (num + shard_size - 1) // shard_size
     if shards > 100_000:
         raise InputError(f"{shards} shards do not fit 5-digit shard numbers; raise shard_size.")
+    root = _prepare(out, overwrite)
+
     noise: Counter[str] = Counter()
     corrupted: dict[str, str] = {}
     scenes = _scenes(generator, start, num, "webdataset", progress)
@@ -256,20 +273,9 @@ def write_webdataset(
                 key = f"{shard:05d}{i:04d}"
                 record = _pair_record(scene, generator, key)
                 record["objects"] = _object_rows(scene, masks=True)
-                image = _encode(scene.image, image_format, quality)
-                text = scene.caption.encode()
-                meta = json.dumps(record).encode()
                 damage = _corruption(generator, scene.index, corrupt) if corrupt > 0 else None
-                if damage == "truncated_image":
-                    image = image[: len(image) // 3]
-                elif damage == "not_an_image":
-                    image = b"<html><head><title>404 Not Found</title></head><body>Not Found</body></html>\n"
-                elif damage == "bad_json":
-                    meta = meta[: len(meta) // 2]
-                _tar_add(tar, f"{key}.{image_format}", image)
-                if damage != "missing_caption":
-                    _tar_add(tar, f"{key}.txt", text)
-                _tar_add(tar, f"{key}.json", meta)
+                for name, data in _members(scene, record, image_format, quality, damage):
+                    _tar_add(tar, name, data)
                 if damage is not None:
                     corrupted[key] = damage
                 noise[scene.noise] += 1
