@@ -175,3 +175,18 @@ def test_commands_as_subprocesses(tiny_align_dir, image_folder):
     assert code == 1 and out is None and "Traceback" not in err and "hf download" in err
     code, _, err = run_subprocess("classify", "--labels", "a")
     assert code == 2 and "usage" in err
+
+
+def test_tag_with_built_in_vocabulary_groups(capsys, tiny_align_dir, image_folder):
+    from alignsam.data import load_tags
+
+    model = ["--model", str(tiny_align_dir), "-q"]
+    image = str(image_folder / "photo_0.jpg")
+    # the groups option takes one comma-separated value, so image paths after it are not swallowed
+    code, out, _ = run_cli(capsys, "tag", "--groups", "animals,colours", image, "--max-tags", "4", *model)
+    assert code == 0 and out["vocabulary_size"] == len(load_tags(["animals", "colours"]))
+    assert all(t["tag"] in load_tags(["animals", "colours"]) for t in out["results"][0]["tags"])
+    code, groups, _ = run_cli(capsys, "tag", "--list-groups", *model)
+    assert code == 0 and groups["animals"] > 100 and sum(groups.values()) == len(load_tags())
+    code, _, err = run_cli(capsys, "tag", image, "--groups", "no-such-group", *model)
+    assert code == 1 and "animals" in err  # the message lists the known groups

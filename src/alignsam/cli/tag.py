@@ -20,7 +20,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("images", nargs="*", help="image files and/or folders")
     vocab = p.add_mutually_exclusive_group()
     vocab.add_argument("--vocab", metavar="FILE", help="your own vocabulary: one tag per line, # comments")
-    vocab.add_argument("--groups", nargs="+", metavar="GROUP", help="use only these groups of the built-in vocabulary")
+    vocab.add_argument(
+        "--groups",
+        type=lambda s: [g for g in s.split(",") if g],
+        metavar="G1,G2",
+        help="use only these groups of the built-in vocabulary, comma-separated (see --list-groups)",
+    )
     p.add_argument("--list-groups", action="store_true", help="print the built-in vocabulary's groups and exit")
     p.add_argument("--threshold", type=float, default=3.0, metavar="Z", help="minimum z-score (default 3.0)")
     p.add_argument("--max-tags", type=int, default=10, metavar="N", help="at most N tags per image (default 10)")
