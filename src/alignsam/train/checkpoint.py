@@ -1,0 +1,87 @@
+"""Training checkpoints that resume exactly: weights, optimiser, step, data position and random state.
+
+A checkpoint is one file `out/checkpoints/step-0000100.pt`, written by rank 0 (atomically: a temporary file
+renamed into place) and read back with `torch.load(weights_only=True)`, so it holds only tensors and plain
+containers:
+    version, step, config (the `TrainConfig` dict), model_config (the `AlignConfig` dict),
+    model (the unwrapped model's state dict), optimizer (its state dict),
+    data (every rank's `LoaderState` dict), rng (every rank's torch CPU and CUDA generator states),
+    metrics (the last logged values).
+The processor (tokenizer, image settings) is written once, to `out/processor/`, when the run starts.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from alignsam.errors import CheckpointError
+
+VERSION = 1
+_NAME = re.compile(r"^step-(\d+)\.pt$")
+
+
+def checkpoint_dir(out: str | os.PathLike[str]) -> Path:
+    return Path(out) / "checkpoints"
+
+
+def checkpoint_path(out: str | os.PathLike[str], step: int) -> Path:
+    return checkpoint_dir(out) / f"step-{step:07d}.pt"
+
+
+def list_checkpoints(out: str | os.PathLike[str]) -> list[Path]:
+    """The run's checkpoints, oldest first."""
+    folder = checkpoint_dir(out)
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(out: str | os.PathLike[str]) -> Path | None:
+    found = list_checkpoints(out)
+    return found[-1] if found else None
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's torch random state (CPU, and every GPU's when there are GPUs)."""
+    state: dict[str, Any] = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any], keep: int | None = None) -> Path:
+    """Write `payload` (see the module docstring) atomically; then keep only the newest `keep` checkpoints."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".pt.tmp")
+    torch.save({"version": VERSION, **payload}, tmp)
+    os.replace(tmp, path)
+    if keep is not None:
+        for old in list_checkpoints(path.parent.parent)[:-keep]:
+            old.unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a training checkpoint (weights only: no code runs while loading)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"Training checkpoint '{path}' does not exist.")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for damaged or foreign files
+        raise CheckpointError(f"'{path}' is not a readable training checkpoint: {err}") from err
+    if not isinstance(data, dict) or data.get("version") != VERSION:
+        raise CheckpointError(f"'{path}' is not an alignsam training checkpoint (version {VERSION}).")
+    return data

@@ -1,0 +1,122 @@
+"""What the trainer trains: a pretrained ALIGN to fine-tune, or a new one from an architecture and a tokenizer.
+
+Architectures are short builder functions in a plain dict, like `alignsam.align.PRESETS` (which they include).
+A from-scratch model's vocabulary size and image size are filled in from its tokenizer and `image_size`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from alignsam.align.config import AlignConfig, AlignTextConfig, AlignVisionConfig, config_from_json
+from alignsam.align.load import load_align
+from alignsam.align.model import AlignModel
+from alignsam.align.presets import PRESETS
+from alignsam.align.processing import AlignImageProcessor, AlignProcessor, AlignTokenizer
+from alignsam.errors import ConfigError
+from alignsam.train.config import ModelSpec
+from alignsam.train.vocab import train_wordpiece
+
+
+def align_small() -> AlignConfig:
+    """EfficientNet-B0 width at half depth (12 blocks, 320-d) and a 4-layer, 256-wide BERT: ~7M parameters."""
+    vision = AlignVisionConfig(width_coefficient=1.0, depth_coefficient=0.5, image_size=128, drop_connect_rate=0.1)
+    text = AlignTextConfig(
+        hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024, max_position_embeddings=64
+    )
+    return AlignConfig(text_config=text, vision_config=vision, projection_dim=vision.embed_dim)
+
+
+def align_demo() -> AlignConfig:
+    """The bundled `demo` model: a 64 px EfficientNet (width 0.5, depth 0.5: 10 blocks, 160-d) and a 2-layer,
+    128-wide BERT, about 1.3M parameters; trains in under 30 minutes on two CPU cores."""
+    vision = AlignVisionConfig(width_coefficient=0.5, depth_coefficient=0.5, image_size=64, drop_connect_rate=0.1)
+    text = AlignTextConfig(
+        hidden_size=128, num_hidden_layers=2, num_attention_heads=4, intermediate_size=512, max_position_embeddings=64
+    )
+    return AlignConfig(text_config=text, vision_config=vision, projection_dim=vision.embed_dim)
+
+
+ARCHITECTURES: dict[str, Callable[[], AlignConfig]] = {**PRESETS, "align-small": align_small, "align-demo": align_demo}
+
+
+def architecture(name_or_path: str) -> AlignConfig:
+    """An architecture by name (`ARCHITECTURES`) or from an ALIGN `config.json` file."""
+    if name_or_path in ARCHITECTURES:
+        return ARCHITECTURES[name_or_path]()
+    path = Path(name_or_path)
+    if path.is_dir():
+        path = path / "config.json"
+    if not path.is_file():
+        known = sorted(ARCHITECTURES)
+        raise ConfigError(f"Unknown architecture {name_or_path!r}: use one of {known} or a config.json.")
+    config = config_from_json(json.loads(path.read_text()))
+    if not isinstance(config, AlignConfig):
+        raise ConfigError(f"'{path}' describes a single tower, not an ALIGN model.")
+    return config
+
+
+def image_processor(image_size: int, resize_size: int | None = None) -> AlignImageProcessor:
+    """Resize to `resize_size` (default `round(image_size * 346 / 289)`, ALIGN's 346 -> 289) and crop `image_size`."""
+    return AlignImageProcessor(size=resize_size or round(image_size * 346 / 289), crop_size=image_size)
+
+
+def load_tokenizer(ref: str) -> AlignTokenizer:
+    path = Path(ref)
+    if path.is_file():  # a bare vocab.txt
+        return AlignTokenizer.from_vocab(path)
+    return AlignTokenizer.from_pretrained(ref)
+
+
+def build(
+    spec: ModelSpec, captions: Callable[[], Iterable[str]], seed: int, tokenizer: AlignTokenizer | None = None
+) -> tuple[AlignModel, AlignProcessor]:
+    """The model and processor a `ModelSpec` describes.
+
+    Args:
+        captions: the training captions, read only when a vocabulary has to be trained.
+        seed: the from-scratch initialisation.
+        tokenizer: use this tokenizer instead of loading or training one (the other ranks of a run).
+    """
+    if spec.init is not None:
+        model, processor = load_align(spec.init)
+        if spec.image_size is not None or spec.resize_size is not None:
+            size = spec.image_size or processor.image_processor.crop_size[0]
+            processor.image_processor = image_processor(size, spec.resize_size)
+        return model, processor
+    config = architecture(spec.arch)
+    if tokenizer is None:
+        tokenizer = load_tokenizer(spec.tokenizer) if spec.tokenizer else train_wordpiece(captions(), spec.vocab_size)
+    size = spec.image_size or config.vision_config.image_size
+    config = dataclasses.replace(
+        config,
+        text_config=config.text_config.replace(vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_token_id),
+        vision_config=config.vision_config.replace(image_size=size),
+    )
+    torch.manual_seed(seed)
+    return AlignModel(config), AlignProcessor(image_processor(size, spec.resize_size), tokenizer)
+
+
+def freeze(model: AlignModel, spec: ModelSpec) -> list[nn.Module]:
+    """Freeze what is not trained; return the modules that must stay in eval mode.
+
+    BERT's pooler is never trained: ALIGN's text embedding reads the [CLS] state directly, so the pooler gets
+    no gradient, and DDP requires every trainable parameter to get one.
+    A locked tower also keeps its batch-norm statistics (eval mode), as open_clip's `--lock-image`. With a
+    locked text tower the text projection still trains, so the text side can still move to the images.
+    """
+    model.text_model.bert.pooler.requires_grad_(False)
+    frozen: list[nn.Module] = []
+    if spec.lock_image:
+        model.vision_model.requires_grad_(False)
+        frozen.append(model.vision_model)
+    if spec.lock_text:
+        model.text_model.requires_grad_(False)
+        frozen.append(model.text_model)
+    return frozen
