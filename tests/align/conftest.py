@@ -162,3 +162,49 @@ def photos():
 
 def pil_rgb(arr: np.ndarray) -> Image.Image:
     return Image.fromarray(arr).convert("RGB")
+
+
+def varied_images(n: int, size: int, seed: int = 0) -> torch.Tensor:
+    """`n x 3 x size x size` images in [-1, 1] that differ in layout and colour (low-frequency noise plus a
+    per-image colour cast): unlike white noise, their pooled features differ from image to image."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(n, 3, 6, 6, generator=g) * 2 - 1
+    cast = torch.rand(n, 3, 1, 1, generator=g) - 0.5
+    fine = torch.randn(n, 3, size, size, generator=g) * 0.1
+    up = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)
+    return (up + cast + fine).clamp(-1, 1)
+
+
+def conditioned_align(config, seed: int = 0):
+    """An alignsam AlignModel with random weights shaped like a trained network's: He-init convs, batch
+    norms calibrated to their inputs with random affine parameters, and small gains on the residual
+    branches. Unlike `randomize_`'s deliberately wild statistics (fine for comparing identical op
+    sequences), activations stay O(1) through all 55 B7 blocks, so changes of rounding (folding, bf16)
+    are not amplified chaotically and can be compared with tight tolerances."""
+    from alignsam import AlignModel
+
+    torch.manual_seed(seed)
+    model = AlignModel(config)
+    g = torch.Generator().manual_seed(seed)
+    size = config.vision_config.image_size
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                fan_in = m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * (2.0 / fan_in) ** 0.5)
+            elif isinstance(m, torch.nn.Linear):
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * m.in_features**-0.5)
+        vision = model.vision_model
+        for m in vision.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.momentum = None
+        vision.train()
+        vision(varied_images(8, size, seed + 1))
+        vision.eval()
+        damped = {id(b.bn3) for b in vision.efficientnet.blocks if b.residual}  # ends of residual branches
+        for m in vision.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                n = m.num_features
+                m.weight.copy_(torch.rand(n, generator=g) * 0.2 + (0.1 if id(m) in damped else 0.9))
+                m.bias.copy_(torch.randn(n, generator=g) * 0.05)
+    return model.eval()

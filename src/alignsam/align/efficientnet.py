@@ -20,6 +20,7 @@ from torch import nn
 
 from alignsam.align.config import AlignVisionConfig
 from alignsam.layers import DropPath, get_activation
+from alignsam.layers.fuse import fold_conv_bn
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,20 +97,21 @@ class MBConv(nn.Module):
         self.stride = spec.stride
         self.pad = spec.pad
         self.residual = spec.residual
+        # The norms are typed as plain modules because `fold_batchnorm` swaps them for identities.
         if spec.expand_ratio != 1:
             self.conv_pw: nn.Conv2d | None = nn.Conv2d(spec.in_dim, mid, 1, bias=False)
-            self.bn1: nn.BatchNorm2d | None = _bn(mid, cfg)
+            self.bn1: nn.Module | None = _bn(mid, cfg)
         else:
             self.conv_pw = self.bn1 = None
         k = spec.kernel_size
         self.conv_dw = nn.Conv2d(
             mid, mid, k, stride=spec.stride, padding=k // 2 if spec.stride == 1 else 0, groups=mid, bias=False
         )
-        self.bn2 = _bn(mid, cfg)
+        self.bn2: nn.Module = _bn(mid, cfg)
         self.act = get_activation(cfg.hidden_act)
         self.se = SqueezeExcite(mid, spec.se_dim, cfg.hidden_act)
         self.conv_pwl = nn.Conv2d(mid, spec.out_dim, 1, bias=False)
-        self.bn3 = _bn(spec.out_dim, cfg)
+        self.bn3: nn.Module = _bn(spec.out_dim, cfg)
         self.drop_path = DropPath(spec.drop_path) if spec.residual else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -133,7 +135,7 @@ class Stem(nn.Module):
         super().__init__()
         out = cfg.round_filters(32)
         self.conv = nn.Conv2d(cfg.num_channels, out, 3, stride=2, bias=False)
-        self.bn = _bn(out, cfg)
+        self.bn: nn.Module = _bn(out, cfg)
         self.act = get_activation(cfg.hidden_act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -158,3 +160,23 @@ class EfficientNet(nn.Module):
     def pool(self, features: torch.Tensor) -> torch.Tensor:
         """Global pooling of a `B x C x h x w` map to `B x C` (the image embedding)."""
         return features.mean((2, 3)) if self.pooling == "mean" else features.amax((2, 3))
+
+
+def fold_batchnorm(net: EfficientNet) -> EfficientNet:
+    """Fold every batch norm into the convolution before it, in place (for inference only: the folded
+    network has no batch statistics to train)."""
+
+    def fold(owner: nn.Module, conv_name: str, bn_name: str) -> None:
+        conv, bn = getattr(owner, conv_name), getattr(owner, bn_name)
+        if isinstance(bn, nn.BatchNorm2d):
+            setattr(owner, conv_name, fold_conv_bn(conv, bn))
+            setattr(owner, bn_name, nn.Identity())
+
+    fold(net.stem, "conv", "bn")
+    for block in net.blocks:
+        assert isinstance(block, MBConv)
+        if block.conv_pw is not None:
+            fold(block, "conv_pw", "bn1")
+        fold(block, "conv_dw", "bn2")
+        fold(block, "conv_pwl", "bn3")
+    return net

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +27,8 @@ from alignsam.align.pretrained import load_pretrained, read_config, read_weights
 from alignsam.errors import ConfigError, InputError
 from alignsam.io.hub import CacheDir
 from alignsam.outputs import ModelOutput
+
+T = TypeVar("T", bound="_Tower")
 
 
 @dataclasses.dataclass
@@ -81,8 +84,64 @@ def _init_module(module: nn.Module, std: float) -> None:
         nn.init.zeros_(module.bias)
 
 
-class AlignTextModel(nn.Module):
+class _Tower(nn.Module):
+    """Loading and saving shared by the two towers. A tower knows its slice of an ALIGN checkpoint: the
+    sub-configuration (`text_config` / `vision_config`), the key prefixes its tensors may carry, its root
+    module's name, and the converters to and from Hugging Face names."""
+
+    _config_type: ClassVar[type]
+    _sub_config: ClassVar[str]
+    _prefixes: ClassVar[tuple[str, ...]]
+    _root: ClassVar[str]
+    _architecture: ClassVar[str]
+
+    config: Any
+
+    @staticmethod
+    def _to_ours(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    @staticmethod
+    def _to_hf(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    @classmethod
+    def from_pretrained(
+        cls: type[T],
+        ref: str | os.PathLike[str],
+        *,
+        revision: str | None = None,
+        cache_dir: CacheDir = None,
+        dtype: torch.dtype | None = None,
+        device: str | torch.device | None = None,
+    ) -> T:
+        """From a full ALIGN checkpoint (this tower's part) or a single-tower checkpoint (for the text tower
+        also any BERT checkpoint); a hub id or a local folder."""
+        config = config_from_json(read_config(ref, revision, cache_dir))
+        if isinstance(config, AlignConfig):
+            config = getattr(config, cls._sub_config)
+        if not isinstance(config, cls._config_type):
+            raise ConfigError(f"'{ref}' holds no {cls._sub_config.split('_')[0]} tower.")
+        tensors = take_prefix(read_weights(ref, revision, cache_dir), *cls._prefixes)
+        sd = {f"{cls._root}.{k}": v for k, v in cls._to_ours(tensors).items()}
+        return load_pretrained(lambda: cls(config), sd, f"checkpoint '{ref}'", dtype, device)
+
+    def save_pretrained(self, directory: str | os.PathLike[str]) -> None:
+        """Write a Hugging Face single-tower folder (config.json, model.safetensors)."""
+        sd = self._to_hf(take_prefix(self.state_dict(), f"{self._root}."))
+        write_pretrained(directory, self.config.to_dict(), self._architecture, sd)
+
+
+class AlignTextModel(_Tower):
     """BERT text tower. Load with `AlignTextModel.from_pretrained` from an ALIGN or a BERT checkpoint."""
+
+    _config_type = AlignTextConfig
+    _sub_config = "text_config"
+    _prefixes = ("text_model.", "bert.")
+    _root = "bert"
+    _architecture = "AlignTextModel"
+    _to_ours = staticmethod(convert.hf_text_to_ours)
+    _to_hf = staticmethod(convert.ours_text_to_hf)
 
     def __init__(self, config: AlignTextConfig) -> None:
         super().__init__()
@@ -101,34 +160,17 @@ class AlignTextModel(nn.Module):
         hidden = self.bert(input_ids, attention_mask, token_type_ids, position_ids)
         return AlignTextModelOutput(last_hidden_state=hidden, pooler_output=self.bert.pooler(hidden))
 
-    @classmethod
-    def from_pretrained(
-        cls,
-        ref: str | os.PathLike[str],
-        *,
-        revision: str | None = None,
-        cache_dir: CacheDir = None,
-        dtype: torch.dtype | None = None,
-        device: str | torch.device | None = None,
-    ) -> AlignTextModel:
-        """From an ALIGN checkpoint (its text tower) or a BERT checkpoint; a hub id or a local folder."""
-        config = config_from_json(read_config(ref, revision, cache_dir))
-        if isinstance(config, AlignConfig):
-            config = config.text_config
-        if not isinstance(config, AlignTextConfig):
-            raise ConfigError(f"'{ref}' holds an image tower, not a text tower.")
-        text = take_prefix(read_weights(ref, revision, cache_dir), "text_model.", "bert.")
-        sd = {"bert." + k: v for k, v in convert.hf_text_to_ours(text).items()}
-        return load_pretrained(lambda: cls(config), sd, f"checkpoint '{ref}'", dtype, device)
 
-    def save_pretrained(self, directory: str | os.PathLike[str]) -> None:
-        """Write a Hugging Face `AlignTextModel` folder (config.json, model.safetensors)."""
-        sd = convert.ours_text_to_hf(take_prefix(self.state_dict(), "bert."))
-        write_pretrained(directory, self.config.to_dict(), "AlignTextModel", sd)
-
-
-class AlignVisionModel(nn.Module):
+class AlignVisionModel(_Tower):
     """EfficientNet image tower with global pooling. The pooled `B x C` output is ALIGN's image embedding."""
+
+    _config_type = AlignVisionConfig
+    _sub_config = "vision_config"
+    _prefixes = ("vision_model.", "efficientnet.")
+    _root = "efficientnet"
+    _architecture = "AlignVisionModel"
+    _to_ours = staticmethod(convert.hf_vision_to_ours)
+    _to_hf = staticmethod(convert.ours_vision_to_hf)
 
     def __init__(self, config: AlignVisionConfig) -> None:
         super().__init__()
@@ -140,31 +182,6 @@ class AlignVisionModel(nn.Module):
         """`pixel_values`: `B x 3 x H x W`, scaled to [-1, 1] (see `AlignImageProcessor`)."""
         features = self.efficientnet(pixel_values)
         return AlignVisionModelOutput(last_hidden_state=features, pooler_output=self.efficientnet.pool(features))
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        ref: str | os.PathLike[str],
-        *,
-        revision: str | None = None,
-        cache_dir: CacheDir = None,
-        dtype: torch.dtype | None = None,
-        device: str | torch.device | None = None,
-    ) -> AlignVisionModel:
-        """From an ALIGN checkpoint (its image tower) or an `AlignVisionModel` folder."""
-        config = config_from_json(read_config(ref, revision, cache_dir))
-        if isinstance(config, AlignConfig):
-            config = config.vision_config
-        if not isinstance(config, AlignVisionConfig):
-            raise ConfigError(f"'{ref}' holds a text tower, not an image tower.")
-        vision = take_prefix(read_weights(ref, revision, cache_dir), "vision_model.", "efficientnet.")
-        sd = {"efficientnet." + k: v for k, v in convert.hf_vision_to_ours(vision).items()}
-        return load_pretrained(lambda: cls(config), sd, f"checkpoint '{ref}'", dtype, device)
-
-    def save_pretrained(self, directory: str | os.PathLike[str]) -> None:
-        """Write a Hugging Face `AlignVisionModel` folder (config.json, model.safetensors)."""
-        sd = convert.ours_vision_to_hf(take_prefix(self.state_dict(), "efficientnet."))
-        write_pretrained(directory, self.config.to_dict(), "AlignVisionModel", sd)
 
 
 class AlignModel(nn.Module):

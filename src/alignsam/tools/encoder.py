@@ -19,10 +19,12 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from alignsam.align.inference import prepare_align
 from alignsam.align.load import DEFAULT_MODEL, load_align
 from alignsam.align.model import AlignModel
 from alignsam.align.processing import DEFAULT_MAX_LENGTH, AlignProcessor
 from alignsam.errors import AlignSamError, InputError
+from alignsam.inference import PLAIN, FastPath
 from alignsam.io.images import ImageInput
 from alignsam.tools.templates import resolve_templates
 
@@ -56,6 +58,9 @@ class Encoder:
         batch_size: images per forward pass; texts use `4 * batch_size`.
         workers: threads decoding and resizing images ahead of the model.
         progress: show tqdm progress bars on stderr.
+        fast: speed options applied to the model *in place* (see `alignsam.inference.FastPath`); the
+            default folds batch norms and uses channels-last, both exact to float32 rounding. Pass
+            `alignsam.inference.PLAIN` to leave the model untouched.
     """
 
     def __init__(
@@ -67,10 +72,12 @@ class Encoder:
         workers: int = 2,
         progress: bool = False,
         max_length: int = DEFAULT_MAX_LENGTH,
+        fast: FastPath | None = None,
     ) -> None:
         if batch_size < 1:
             raise InputError(f"batch_size must be at least 1, got {batch_size}.")
-        self.model = model.eval()
+        self.fast = fast or FastPath()
+        self.model = model.eval() if self.fast == PLAIN else prepare_align(model, self.fast)
         self.processor = processor
         self.batch_size = batch_size
         self.workers = max(1, workers)
@@ -102,7 +109,7 @@ class Encoder:
         order = np.argsort([len(x) for x in ids], kind="stable")
         out = torch.empty(len(ids), self.model.config.projection_dim)
         step = 4 * self.batch_size
-        with torch.inference_mode(), self._bar(len(ids), "texts") as bar:
+        with self.fast.autocast(self.device), self._bar(len(ids), "texts") as bar:
             for start in range(0, len(ids), step):
                 rows = order[start : start + step]
                 batch = [ids[i] for i in rows]
@@ -157,7 +164,9 @@ class Encoder:
             if not pending:
                 return
             pixels = torch.from_numpy(np.stack([p for _, p in pending])).to(self.device, self.dtype)
-            with torch.inference_mode():
+            if self.fast.channels_last:
+                pixels = pixels.contiguous(memory_format=torch.channels_last)
+            with self.fast.autocast(self.device):
                 embeds = self.model.encode_image(pixels, normalize=normalize).float().cpu()
             positions = [i for i, _ in pending]
             rows.append(embeds)

@@ -1,0 +1,82 @@
+"""Every fast path against the plain path, on the same weights.
+
+Folding batch norms and channels-last change only float32 rounding: normalised embeddings within 1e-5.
+bf16 autocast: cosine similarity to the float32 embeddings >= 0.999 (the speed issue's bound).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from alignsam.align import AlignConfig, AlignTextConfig, AlignVisionConfig, align_base
+from alignsam.align.inference import prepare_align
+from alignsam.inference import FastPath
+
+from .conftest import conditioned_align, varied_images
+
+
+def small_config() -> AlignConfig:
+    text = AlignTextConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128)
+    vision = AlignVisionConfig(width_coefficient=0.5, depth_coefficient=0.5, image_size=96)
+    return AlignConfig(text_config=text, vision_config=vision, projection_dim=vision.embed_dim)
+
+
+def _embed(model, fast: FastPath, pixels, ids, mask):
+    if fast.channels_last:
+        pixels = pixels.contiguous(memory_format=torch.channels_last)
+    with fast.autocast("cpu"):
+        return (
+            model.encode_image(pixels, normalize=True).float(),
+            model.encode_text(ids, mask, normalize=True).float(),
+        )
+
+
+def _check(config, fast: FastPath, atol: float | None, min_cos: float | None):
+    plain = conditioned_align(config)
+    size = config.vision_config.image_size
+    pixels = varied_images(4, size, seed=7)
+    ids = torch.randint(1000, 5000, (4, 12))
+    mask = torch.ones_like(ids)
+    mask[1, 7:] = 0
+    ref_img, ref_txt = _embed(plain, FastPath(fold_batchnorm=False, channels_last=False), pixels, ids, mask)
+    assert torch.pdist(ref_img).min() > 0.05  # the random model does separate its inputs
+    fast_model = prepare_align(copy.deepcopy(plain), fast)
+    img, txt = _embed(fast_model, fast, pixels, ids, mask)
+    if atol is not None:
+        assert (img - ref_img).abs().max() <= atol
+        assert (txt - ref_txt).abs().max() <= atol
+    if min_cos is not None:
+        assert torch.nn.functional.cosine_similarity(img, ref_img).min() >= min_cos
+        assert torch.nn.functional.cosine_similarity(txt, ref_txt).min() >= min_cos
+    return fast_model
+
+
+def test_fold_and_channels_last_are_exact():
+    model = _check(small_config(), FastPath(), atol=1e-5, min_cos=None)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+
+
+def test_bf16_autocast_is_close():
+    _check(small_config(), FastPath(precision="bf16"), atol=None, min_cos=0.999)
+
+
+@pytest.mark.slow
+def test_align_base_fast_paths():
+    config = align_base()
+    _check(config, FastPath(), atol=1e-5, min_cos=None)
+    _check(config, FastPath(precision="bf16"), atol=None, min_cos=0.999)
+
+
+@pytest.mark.slow
+def test_torch_compile_matches():
+    _check(small_config(), FastPath(compile=True), atol=1e-5, min_cos=None)
+
+
+def test_folding_needs_eval_statistics_not_training():
+    """Folding uses running statistics; a folded model in train mode must not pretend to have batch norms."""
+    model = prepare_align(conditioned_align(small_config()), FastPath())
+    assert all(not isinstance(m, torch.nn.BatchNorm2d) for m in model.vision_model.modules())
+    assert not model.training
