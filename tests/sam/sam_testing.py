@@ -220,3 +220,27 @@ def official_from_config(config: SamConfig) -> nn.Module:
     )
     del official
     return sam.eval()
+
+
+@torch.no_grad()
+def make_masks_follow_the_image_(sam: nn.Module, seed: int = 0) -> nn.Module:
+    """Reshape the random weights of an official `Sam` so that automatic masks are regions, not noise.
+
+    Random ViTs give spatially white features and random 2x2 transposed-convolution kernels give pixel-level
+    checkerboards, so every mask is scattered over the whole image and box NMS keeps one. Here the patch
+    embedding sees each patch's mean colour, the blocks are close to identity and the upscaling repeats each
+    cell, so masks become blocky regions that follow the photograph's colours.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    encoder = sam.image_encoder
+    weight = encoder.patch_embed.proj.weight  # D x 3 x p x p
+    colour = torch.randn(weight.shape[0], 3, 1, 1, generator=gen) * 3 / (weight.shape[2] * weight.shape[3])
+    weight.copy_(colour.expand_as(weight))
+    encoder.pos_embed.mul_(0.05)
+    for block in encoder.blocks:
+        block.attn.proj.weight.mul_(0.05)
+        block.mlp.lin2.weight.mul_(0.05)
+    for index in (0, 3):  # the two transposed convolutions of output_upscaling
+        kernel = sam.mask_decoder.output_upscaling[index].weight
+        kernel.copy_(kernel[:, :, :1, :1].expand_as(kernel))
+    return sam
