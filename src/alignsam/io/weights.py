@@ -6,10 +6,11 @@ assigned in place, memory-mapped where the format allows, so a 700 MB model star
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TypeVar
 
@@ -24,9 +25,36 @@ StateDict = dict[str, torch.Tensor]
 _CONTAINER_KEYS = ("state_dict", "model", "module", "model_state_dict")
 
 
+# nn.init functions that modules call from their constructors (directly or through reset_parameters).
+_INIT_FUNCTIONS = (
+    "uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "eye_", "dirac_", "xavier_uniform_",
+    "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_", "sparse_",
+)  # fmt: skip
+
+
+def _keep(tensor: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+    return tensor
+
+
+@contextlib.contextmanager
+def _no_init() -> Iterator[None]:
+    """Make `torch.nn.init` functions no-ops for the duration. On meta tensors they would do no work anyway,
+    but random fills there run through torch's reference decompositions, whose first use imports
+    `torch._dynamo` (about 1.5 s of start-up)."""
+    saved = {name: getattr(nn.init, name) for name in _INIT_FUNCTIONS}
+    try:
+        for name in saved:
+            setattr(nn.init, name, _keep)
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(nn.init, name, fn)
+
+
 def build_on_meta(factory: Callable[[], M]) -> M:
-    """Run `factory` with the meta device as default: parameters get shapes but no storage."""
-    with torch.device("meta"):
+    """Run `factory` with the meta device as default and weight init skipped: parameters get shapes but
+    no storage and no values (the checkpoint provides them)."""
+    with torch.device("meta"), _no_init():
         return factory()
 
 

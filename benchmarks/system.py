@@ -1,0 +1,48 @@
+"""Machine figures the model timings are read against: matrix-multiply peak, FLOP counts, peak memory."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def matmul_peak(dtype: torch.dtype = torch.float32, n: int = 2048, repeats: int = 5) -> float:
+    """The best GFLOP/s of an `n x n` matrix multiply on this machine (2 n^3 flops per multiply)."""
+    a = torch.randn(n, n, dtype=dtype)
+    b = torch.randn(n, n, dtype=dtype)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
+
+
+def count_flops(fn: Callable[[], Any]) -> int:
+    """Floating-point operations of one call, as counted by PyTorch (matmuls and convolutions)."""
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        fn()
+    return int(counter.get_total_flops())
+
+
+def peak_rss_mb(argv: list[str], timeout: int = 600) -> tuple[float, str]:
+    """Run `argv` in a fresh process; its peak resident memory in MB, and its stdout."""
+    code = (
+        "import resource, runpy, sys; sys.argv = sys.argv[1:];"
+        "\ntry:\n    runpy.run_module(sys.argv[0], run_name='__main__')\nexcept SystemExit:\n    pass"
+        "\nprint('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=timeout, check=False
+    )
+    peak = [line for line in proc.stderr.splitlines() if line.startswith("PEAK_RSS_KB")]
+    if proc.returncode != 0 or not peak:
+        raise RuntimeError(f"{argv} failed: {proc.stderr[-2000:]}")
+    return int(peak[-1].split()[1]) / 1024, proc.stdout
