@@ -45,6 +45,55 @@ def add_sam_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_amg_args(p: argparse.ArgumentParser) -> None:
+    """The automatic mask generator's parameters, with the official defaults."""
+    g = p.add_argument_group("automatic masks (official SamAutomaticMaskGenerator parameters)")
+    g.add_argument("--points-per-side", type=int, default=32, metavar="N", help="grid of N x N points (32)")
+    g.add_argument("--points-per-batch", type=int, default=64, metavar="N", help="points per decoder batch (64)")
+    g.add_argument("--pred-iou-thresh", type=float, default=0.88, metavar="T", help="predicted IoU filter (0.88)")
+    g.add_argument("--stability-score-thresh", type=float, default=0.95, metavar="T", help="stability filter (0.95)")
+    g.add_argument("--box-nms-thresh", type=float, default=0.7, metavar="T", help="box NMS IoU (0.7)")
+    g.add_argument("--crop-n-layers", type=int, default=0, metavar="N", help="layers of image crops (0)")
+    g.add_argument("--min-mask-region-area", type=int, default=0, metavar="PX", help="clean small regions (0)")
+
+
+def mask_generator(args: argparse.Namespace, model: Any) -> Any:
+    from alignsam.sam.automatic import SamAutomaticMaskGenerator
+
+    return SamAutomaticMaskGenerator(
+        model,
+        points_per_side=args.points_per_side,
+        points_per_batch=args.points_per_batch,
+        pred_iou_thresh=args.pred_iou_thresh,
+        stability_score_thresh=args.stability_score_thresh,
+        box_nms_thresh=args.box_nms_thresh,
+        crop_n_layers=args.crop_n_layers,
+        min_mask_region_area=args.min_mask_region_area,
+    )
+
+
+def sam_model(args: argparse.Namespace) -> Any:
+    from alignsam.tools.masks import load_sam
+
+    setup(args)
+    return load_sam(args.sam_model, device=device(args))
+
+
+def numbers(kind: str, count: tuple[int, ...]) -> Any:
+    """argparse type for comma-separated numbers, e.g. a point `x,y[,label]` or a box `x0,y0,x1,y1`."""
+
+    def parse(text: str) -> tuple[float, ...]:
+        try:
+            values = tuple(float(v) for v in text.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{kind} must be comma-separated numbers, got '{text}'") from None
+        if len(values) not in count:
+            raise argparse.ArgumentTypeError(f"{kind} needs {' or '.join(map(str, count))} numbers, got '{text}'")
+        return values
+
+    return parse
+
+
 def device(args: argparse.Namespace) -> str:
     import torch
 

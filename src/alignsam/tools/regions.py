@@ -1,0 +1,161 @@
+"""Words for regions: semantic labels for SAM's masks (what Semantic Segment Anything does) and masks for
+words or for a region of another image (what SEEM and Grounded-SAM offer), with ALIGN.
+
+Both score a mask by the ALIGN embedding of its *prepared crop*: a square around the mask's box, enlarged
+by `context` (1.2 = 20% margin, as SSA does for CLIP), with the pixels outside the mask handled so that
+the object dominates:
+
+- "gray" (default): replaced by neutral gray (128), so only the object's own pixels speak;
+- "blur": blurred, keeping a hint of the surroundings;
+- "keep": left as they are (plain box crop).
+
+The square is taken so that ALIGN's preprocessing, which resizes to a square, does not distort the shape;
+parts of the square outside the image are filled like the background.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from PIL import Image, ImageFilter
+
+from alignsam.errors import InputError
+from alignsam.tools.cache import cached_classifier
+from alignsam.tools.encoder import Encoder
+from alignsam.tools.masks import Mask
+
+Background = Literal["gray", "blur", "keep"]
+
+# Groups of the built-in vocabulary that name things a mask can cover (objects and stuff), the default
+# vocabulary for labelling masks; colours, actions, styles and the like describe whole images instead.
+MASK_GROUPS = (
+    "people", "body", "clothing", "personal-care", "animals", "plants", "food", "drinks", "kitchenware",
+    "household", "furniture", "electronics", "tools", "vehicles", "instruments", "sports-equipment", "toys",
+    "office-supplies", "containers", "buildings", "street-objects", "landscapes", "signs",
+)  # fmt: skip
+GRAY = 128
+
+
+@dataclasses.dataclass(frozen=True)
+class CropStyle:
+    """How a mask becomes the image ALIGN sees."""
+
+    context: float = 1.2
+    background: Background = "gray"
+
+    def __post_init__(self) -> None:
+        if self.context < 1.0:
+            raise InputError(f"context must be at least 1.0 (the box itself), got {self.context}.")
+        if self.background not in ("gray", "blur", "keep"):
+            raise InputError(f"background must be gray, blur or keep, not {self.background!r}.")
+
+
+def prepare_crop(image: np.ndarray, mask: np.ndarray, style: CropStyle | None = None) -> Image.Image:
+    """The crop of `image` (`H x W x 3` uint8) that represents `mask` (`H x W` bool); see the module doc."""
+    style = style or CropStyle()
+    ys, xs = np.nonzero(mask)
+    if xs.size == 0:
+        raise InputError("Cannot crop an empty mask.")
+    cx, cy = float(xs.min() + xs.max() + 1) / 2, float(ys.min() + ys.max() + 1) / 2
+    side = max(int(np.ceil(max(xs.max() - xs.min() + 1, ys.max() - ys.min() + 1) * style.context)), 2)
+    x0, y0 = round(cx - side / 2), round(cy - side / 2)
+    h, w = mask.shape
+    # the square, with out-of-image parts filled; indices into the image clipped to its extent
+    sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x0 + side, w), min(y0 + side, h)
+    crop = np.full((side, side, 3), GRAY, np.uint8)
+    inside = np.zeros((side, side), bool)
+    crop[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = image[sy0:sy1, sx0:sx1]
+    inside[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = mask[sy0:sy1, sx0:sx1]
+    if style.background == "gray":
+        crop[~inside] = GRAY
+    elif style.background == "blur":
+        blurred = np.asarray(Image.fromarray(crop).filter(ImageFilter.GaussianBlur(radius=max(side / 20, 1.0))))
+        crop = np.where(inside[..., None], crop, blurred)
+    return Image.fromarray(crop)
+
+
+def embed_masks(encoder: Encoder, image: np.ndarray, masks: Sequence[Mask], style: CropStyle) -> torch.Tensor:
+    """L2-normalised ALIGN embeddings of the masks' prepared crops, `M x D`."""
+    if not masks:
+        return torch.empty(0, encoder.model.config.projection_dim)
+    crops = [prepare_crop(image, m.mask, style) for m in masks]
+    return encoder.encode_images(crops, on_error="raise").embeds
+
+
+def label_masks(
+    encoder: Encoder,
+    image: np.ndarray,
+    masks: Sequence[Mask],
+    vocab: Sequence[str],
+    *,
+    templates: str | Sequence[str] = "photo",
+    top_k: int = 3,
+    style: CropStyle | None = None,
+) -> list[dict[str, Any]]:
+    """For each mask, its `class_name` and `class_proposals` (top-k labels with probabilities among
+    `vocab`, from the model's own logit scale), in SA-1B annotation records."""
+    if len(vocab) < 1:
+        raise InputError("The vocabulary of classes is empty.")
+    style = style or CropStyle()
+    classes = cached_classifier(encoder, list(vocab), templates)  # C x D
+    embeds = embed_masks(encoder, image, masks, style)  # M x D
+    probs = (encoder.logit_scale * embeds @ classes.T).softmax(dim=-1)
+    k = min(top_k, len(vocab))
+    out = []
+    for i, (mask, row) in enumerate(zip(masks, probs, strict=True)):
+        top = row.topk(k)
+        record = mask.annotation(i)
+        record["class_name"] = vocab[int(top.indices[0])]
+        record["class_proposals"] = [
+            {"class_name": vocab[int(j)], "score": round(float(s), 6)}
+            for s, j in zip(top.values, top.indices, strict=True)
+        ]
+        out.append(record)
+    return out
+
+
+def region_query(
+    encoder: Encoder, image: np.ndarray, box: Sequence[float], style: CropStyle | None = None
+) -> torch.Tensor:
+    """The embedding of a box `(x0, y0, x1, y1)` of a reference image, used as a query (`D`)."""
+    h, w = image.shape[:2]
+    x0, y0, x1, y1 = (round(float(v)) for v in box)
+    if not (0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h):
+        raise InputError(f"The reference box {list(box)} is not a non-empty box inside the {w}x{h} image.")
+    mask = np.zeros((h, w), bool)
+    mask[y0:y1, x0:x1] = True
+    keep = CropStyle(context=(style or CropStyle()).context, background="keep")  # the whole box is the region
+    return embed_masks(encoder, image, [Mask(mask, 1.0)], keep)[0]
+
+
+def find(
+    encoder: Encoder,
+    image: np.ndarray,
+    masks: Sequence[Mask],
+    query: torch.Tensor,
+    *,
+    top_k: int = 3,
+    style: CropStyle | None = None,
+) -> list[dict[str, Any]]:
+    """The masks that best match `query` (a normalised text or region embedding, `D`), best first.
+
+    Each record is the mask's SA-1B annotation with `score` (cosine similarity) and `probability` (softmax
+    over all candidate masks with the model's logit scale: how sure the model is that this mask, rather
+    than another, is the one).
+    """
+    if not masks:
+        return []
+    embeds = embed_masks(encoder, image, masks, style or CropStyle())
+    cosine = embeds @ query  # M
+    probs = (encoder.logit_scale * cosine).softmax(dim=0)
+    order = sorted(range(len(masks)), key=lambda i: (-float(cosine[i]), -masks[i].predicted_iou))[:top_k]
+    out = []
+    for rank, i in enumerate(order):
+        record = masks[i].annotation(i)
+        record.update({"rank": rank, "score": round(float(cosine[i]), 6), "probability": round(float(probs[i]), 6)})
+        out.append(record)
+    return out

@@ -1,0 +1,170 @@
+"""masks, segment, label-masks and find on small local checkpoints (random weights: structure and
+consistency between commands, not answers)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from alignsam.io.rle import decode_rle
+from alignsam.sam import SamModel
+from alignsam.tools.regions import CropStyle, prepare_crop
+from tests.sam.sam_testing import tiny_config
+
+from .test_align_commands import run_cli, run_subprocess
+
+# thresholds that let masks through random weights; a small grid keeps the tests fast
+AMG = ["--points-per-side", "8", "--pred-iou-thresh", "0", "--stability-score-thresh", "0", "--box-nms-thresh", "0.99"]
+
+
+@pytest.fixture(scope="module")
+def tiny_sam_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("tiny-sam")
+    SamModel.from_config(tiny_config()).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _no_cache(monkeypatch):
+    monkeypatch.setenv("ALIGNSAM_CACHE", "off")
+
+
+@pytest.fixture(scope="module")
+def photo_path(tmp_path_factory, sample_photo):
+    path = tmp_path_factory.mktemp("photo") / "astronaut.png"
+    Image.fromarray(sample_photo[:300, 50:450]).save(path)
+    return path
+
+
+def models(tiny_align_dir, tiny_sam_dir):
+    return ["--model", str(tiny_align_dir), "--sam-model", str(tiny_sam_dir), "-q"]
+
+
+def test_masks_writes_sa1b_records_and_overlays(capsys, tiny_sam_dir, image_folder, tmp_path):
+    code, out, err = run_cli(
+        capsys, "masks", str(image_folder), "--sam-model", str(tiny_sam_dir), *AMG, "--overlay-dir", str(tmp_path)
+    )
+    assert code == 0 and out["num_images"] == 6 and len(out["errors"]) == 3 and "skipped 3" in err
+    for record in out["images"]:
+        h, w = record["image"]["height"], record["image"]["width"]
+        assert record["annotations"], record["image"]
+        for ann in record["annotations"]:
+            mask = decode_rle(ann["segmentation"])
+            assert mask.shape == (h, w) and mask.sum() == ann["area"] > 0
+            ys, xs = np.nonzero(mask)
+            assert ann["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
+            assert {"predicted_iou", "stability_score", "point_coords", "crop_box"} <= set(ann)
+        stem = os.path.splitext(os.path.basename(record["image"]["file_name"]))[0]
+        assert Image.open(tmp_path / f"{stem}.png").size == (w, h)
+
+
+def test_segment_prompts(capsys, tiny_sam_dir, photo_path, tmp_path):
+    sam = ["--sam-model", str(tiny_sam_dir), "-q"]
+    code, out, _ = run_cli(
+        capsys, "segment", str(photo_path), "--point", "200,150", *sam, "--overlay", str(tmp_path / "o.png")
+    )
+    assert code == 0 and len(out["annotations"]) == 3  # one click: SAM's three candidates, best first
+    scores = [a["predicted_iou"] for a in out["annotations"]]
+    assert scores == sorted(scores, reverse=True) and Image.open(tmp_path / "o.png").size == (400, 300)
+    code, out, _ = run_cli(capsys, "segment", str(photo_path), "--box", "50,40,250,200", "--point", "120,100,0", *sam)
+    assert code == 0 and len(out["annotations"]) == 1
+    code, out, _ = run_cli(capsys, "segment", str(photo_path), "--box", "0,0,100,100", "--box", "150,100,390,290", *sam)
+    assert code == 0 and [a["prompt_index"] for a in out["annotations"]] == [0, 1]
+    rough = np.zeros((300, 400), np.uint8)
+    rough[80:220, 100:300] = 255
+    Image.fromarray(rough).save(tmp_path / "rough.png")
+    code, out, _ = run_cli(capsys, "segment", str(photo_path), "--mask-input", str(tmp_path / "rough.png"), *sam)
+    assert code == 0 and len(out["annotations"]) == 1
+
+
+def test_segment_bad_prompts(capsys, tiny_sam_dir, photo_path):
+    sam = ["--sam-model", str(tiny_sam_dir), "-q"]
+    for argv, message in [
+        (["--point", "500,10"], "outside"),
+        (["--box", "200,50,100,150"], "x1 < x0"),
+        (["--point", "10,10,7"], "label"),
+        (["--box", "0,0,50,50", "--box", "60,60,90,90", "--point", "5,5"], "cannot be combined"),
+        ([], "at least one"),
+    ]:
+        code, out, err = run_cli(capsys, "segment", str(photo_path), *argv, *sam)
+        assert code == 1 and out is None and message in err and "Traceback" not in err, (argv, err)
+    with pytest.raises(SystemExit):
+        main_args = ["segment", str(photo_path), "--point", "1,2,3,4", *sam]
+        run_cli(capsys, *main_args)
+
+
+def test_label_masks_equals_classify_on_the_prepared_crop(capsys, tiny_align_dir, tiny_sam_dir, photo_path, tmp_path):
+    labels = ["person", "rocket", "flag", "sky", "helmet"]
+    code, out, _ = run_cli(
+        capsys, "label-masks", str(photo_path), "--labels", *labels, *models(tiny_align_dir, tiny_sam_dir), *AMG,
+        "--overlay-dir", str(tmp_path / "ov"),
+    )  # fmt: skip
+    assert code == 0
+    anns = out["images"][0]["annotations"]
+    assert anns and all(a["class_name"] == a["class_proposals"][0]["class_name"] for a in anns)
+    assert all(len(a["class_proposals"]) == 3 and a["class_name"] in labels for a in anns)
+    image = np.asarray(Image.open(photo_path).convert("RGB"))
+    ann = anns[0]
+    crop = prepare_crop(image, decode_rle(ann["segmentation"]), CropStyle())
+    crop.save(tmp_path / "crop.png")
+    code, cls, _ = run_cli(
+        capsys, "classify", str(tmp_path / "crop.png"), "--labels", *labels, "--model", str(tiny_align_dir), "-q"
+    )
+    assert code == 0 and cls["predictions"][0]["label"] == ann["class_name"]
+    assert cls["predictions"][0]["scores"][0] == pytest.approx(ann["class_proposals"][0]["score"], abs=1e-4)
+    assert (tmp_path / "ov" / "astronaut.png").is_file()
+
+
+def test_find_text_equals_argmax_of_crop_similarity(capsys, tiny_align_dir, tiny_sam_dir, photo_path, tmp_path):
+    args = [*models(tiny_align_dir, tiny_sam_dir), *AMG, "--templates", "none"]
+    code, out, _ = run_cli(capsys, "find", str(photo_path), "--text", "a white helmet", "--top-k", "100", *args)
+    assert code == 0
+    matches = out["images"][0]["annotations"]
+    assert len(matches) >= 4  # several candidates, so the ranking means something
+    assert [m["rank"] for m in matches] == list(range(len(matches)))
+    assert [m["score"] for m in matches] == sorted((m["score"] for m in matches), reverse=True)
+    assert sum(m["probability"] for m in matches) == pytest.approx(1.0, abs=1e-3)  # every mask is listed
+    image = np.asarray(Image.open(photo_path).convert("RGB"))
+    crops = []
+    for m in matches:
+        crops.append(tmp_path / f"crop{m['id']}.png")
+        prepare_crop(image, decode_rle(m["segmentation"])).save(crops[-1])
+    code, sim, _ = run_cli(
+        capsys,
+        "similarity",
+        "--rows",
+        *map(str, crops),
+        "--cols",
+        "text:a white helmet",
+        "--model",
+        str(tiny_align_dir),
+        "-q",
+    )
+    best = int(np.argmax(np.array(sim["cosine"])[:, 0]))
+    assert os.path.basename(sim["rows"][best]) == f"crop{matches[0]['id']}.png"
+    code, out, _ = run_cli(
+        capsys, "find", str(photo_path), "--ref-image", str(photo_path), "--ref-box", "100,30,300,200", *args
+    )
+    assert code == 0 and len(out["images"][0]["annotations"]) == 3
+    code, _, err = run_cli(capsys, "find", str(photo_path), "--ref-image", str(photo_path), *args)
+    assert code == 1 and "--ref-box" in err
+    code, _, err = run_cli(
+        capsys, "find", str(photo_path), "--ref-image", str(photo_path), "--ref-box", "0,0,900,10", *args
+    )
+    assert code == 1 and "inside" in err
+
+
+def test_sam_commands_as_subprocesses(tiny_align_dir, tiny_sam_dir, photo_path):
+    code, out, err = run_subprocess("masks", str(photo_path), "--sam-model", str(tiny_sam_dir), *AMG, "--device", "cpu")
+    assert code == 0 and out["num_images"] == 1 and "Traceback" not in err
+    code, out, err = run_subprocess("segment", str(photo_path), "--point", "9999,1", "--sam-model", str(tiny_sam_dir))
+    assert code == 1 and out is None and "Traceback" not in err and "outside" in err
+    code, _, err = run_subprocess("masks", str(photo_path), "--sam-model", "nobody/sam-missing")
+    assert code == 1 and "hf download nobody/sam-missing" in err and "Traceback" not in err
+    assert json.dumps(out) is not None
