@@ -212,3 +212,34 @@ def test_config_validation_and_json_round_trip() -> None:
         SamConfig.from_dict({**SamConfig().to_dict(), "image_encoder": {"embed_dimm": 3}})
     with pytest.raises(ConfigError, match="unknown activation"):
         MaskDecoderConfig(mlp_act="swishh")
+
+
+def test_official_batched_call_matches(official: Any) -> None:
+    """`model(batched_input, multimask_output)` with a list of records, as in the official `Sam.forward`."""
+    from segment_anything.utils.transforms import ResizeLongestSide
+
+    config = tiny_config()
+    reference = randomize_(official_from_config(config), seed=12)
+    ours = SamModel.from_config(config).eval()
+    load_weights_into(ours, official_to_alignsam(reference.state_dict()))
+    transform = ResizeLongestSide(256)
+    gen = torch.Generator().manual_seed(0)
+    records = []
+    for h, w in [(120, 200), (300, 180)]:
+        image = torch.randint(0, 256, (h, w, 3), generator=gen, dtype=torch.uint8).numpy()
+        records.append(
+            {
+                "image": torch.as_tensor(transform.apply_image(image)).permute(2, 0, 1).contiguous(),
+                "original_size": (h, w),
+                "point_coords": transform.apply_coords_torch(torch.tensor([[[50.0, 60.0]], [[10.0, 100.0]]]), (h, w)),
+                "point_labels": torch.tensor([[1], [1]]),
+            }
+        )
+    records[1]["boxes"] = transform.apply_boxes_torch(torch.tensor([[5.0, 5.0, 150.0, 250.0]] * 2), (300, 180))
+    with torch.no_grad():
+        expected = reference(records, multimask_output=False)
+        got = ours(records, multimask_output=False)
+    for e, g in zip(expected, got, strict=True):
+        assert g["masks"].shape == e["masks"].shape and g["masks"].dtype == torch.bool
+        torch.testing.assert_close(g["low_res_logits"], e["low_res_logits"], rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(g["iou_predictions"], e["iou_predictions"], rtol=1e-4, atol=1e-5)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
+from typing import Any, overload
 
 import torch
 import torch.nn.functional as F
@@ -147,6 +148,45 @@ class SamModel(nn.Module):
         masks = masks[..., : input_size[0], : input_size[1]]
         return F.interpolate(masks, tuple(original_size), mode="bilinear", align_corners=False)
 
+    def forward_batched(self, batched_input: list[dict[str, Any]], multimask_output: bool) -> list[dict[str, Any]]:
+        """The official `Sam.forward`: several images, each with its own prompts, in one call.
+
+        Each record holds `image` (`3 x h x w`, already resized with `ResizeLongestSide`, 0..255),
+        `original_size` (H, W) and optionally `point_coords` (`B x N x 2`), `point_labels` (`B x N`),
+        `boxes` (`B x 4`) and `mask_inputs` (`B x 1 x 256 x 256`), prompts in the resized frame. The images
+        go through the encoder as one batch. Returns per image `masks` (`B x C x H x W` bool),
+        `iou_predictions` (`B x C`) and `low_res_logits` (`B x C x 256 x 256`). `model(batched_input,
+        multimask_output)` with a list calls this, as the official model does.
+        """
+        pixels = torch.stack([self.preprocess(record["image"]) for record in batched_input])
+        image_embeddings = self.image_encoder(pixels.to(self.dtype))
+        outputs = []
+        for record, embedding in zip(batched_input, image_embeddings, strict=True):
+            points = (record["point_coords"], record["point_labels"]) if "point_coords" in record else None
+            sparse, dense = self.prompt_encoder(
+                points=points, boxes=record.get("boxes"), masks=record.get("mask_inputs")
+            )
+            low_res_logits, iou_predictions = self.mask_decoder(
+                image_embeddings=embedding.unsqueeze(0),
+                image_pe=self.prompt_encoder.get_dense_pe(),
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=multimask_output,
+            )
+            masks = self.postprocess_masks(low_res_logits, record["image"].shape[-2:], record["original_size"])
+            outputs.append(
+                {
+                    "masks": masks > self.mask_threshold,
+                    "iou_predictions": iou_predictions,
+                    "low_res_logits": low_res_logits,
+                }
+            )
+        return outputs
+
+    @overload
+    def forward(self, pixel_values: list[dict[str, Any]], multimask_output: bool) -> list[dict[str, Any]]: ...
+
+    @overload
     def forward(
         self,
         pixel_values: torch.Tensor | None = None,
@@ -157,7 +197,19 @@ class SamModel(nn.Module):
         boxes: torch.Tensor | None = None,
         mask_inputs: torch.Tensor | None = None,
         multimask_output: bool = True,
-    ) -> SamOutput:
+    ) -> SamOutput: ...
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | list[dict[str, Any]] | None = None,
+        multimask_output: bool = True,
+        *,
+        image_embeddings: torch.Tensor | None = None,
+        point_coords: torch.Tensor | None = None,
+        point_labels: torch.Tensor | None = None,
+        boxes: torch.Tensor | None = None,
+        mask_inputs: torch.Tensor | None = None,
+    ) -> SamOutput | list[dict[str, Any]]:
         """Masks for prompts on images (trainable end to end; nothing is cached).
 
         Give either `pixel_values` (`B_img x 3 x S x S`, from `preprocess`) or precomputed
@@ -171,6 +223,8 @@ class SamModel(nn.Module):
             mask_inputs: `B x 1 x 4h x 4w` low-resolution mask logits (see `mask_to_logits`).
             multimask_output: three masks per prompt set instead of one.
         """
+        if isinstance(pixel_values, list):  # the official list-of-records call
+            return self.forward_batched(pixel_values, multimask_output)
         if (pixel_values is None) == (image_embeddings is None):
             raise InputError("Pass exactly one of pixel_values and image_embeddings.")
         if point_coords is None and boxes is None and mask_inputs is None:

@@ -1,0 +1,206 @@
+"""SAM speed: alignsam's vit_b beside transformers' `SamModel` on the same weights, in one process.
+
+Measures, with interleaved repetitions (medians, and the ratio transformers / alignsam):
+- `set_image`: preprocessing (resize to 1024, normalise, pad) plus the image encoder;
+- per-prompt `predict`: one foreground point, three masks, post-processed to the original image size;
+- the automatic mask generator's seconds per image (official defaults: 32 x 32 points), alignsam only.
+
+    python benchmarks/sam_speed.py            # vit_b, a few minutes on a small CPU
+    python benchmarks/sam_speed.py --quick    # a tiny model, seconds (what the test suite runs)
+
+Importable: `run(quick=True)` returns the figures as a dict. transformers is needed for the comparison
+(it is a test-only dependency of alignsam); without it only alignsam is timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from alignsam.sam import SamAutomaticMaskGenerator, SamModel, SamPredictor
+
+QUICK_VISION = {
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "image_size": 256,
+    "global_attn_indexes": [1],
+    "mlp_dim": 128,
+}
+
+
+def _image() -> np.ndarray:
+    try:
+        from skimage import data
+
+        return data.coffee()  # 400 x 600 photograph
+    except ImportError:  # pragma: no cover - scikit-image is a test dependency
+        return np.random.default_rng(0).integers(0, 256, (400, 600, 3), dtype=np.uint8)
+
+
+def _median_times(fns: dict[str, Callable[[], Any]], reps: int) -> dict[str, float]:
+    """Run each function once to warm up, then `reps` interleaved rounds (order alternating); medians in s."""
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    names = list(fns)
+    for r in range(reps):
+        for name in names if r % 2 == 0 else names[::-1]:
+            start = time.perf_counter()
+            fns[name]()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def _hf_model(quick: bool, directory: str) -> Any:
+    from transformers import SamConfig
+    from transformers import SamModel as HFSamModel
+
+    config = SamConfig(vision_config=QUICK_VISION, prompt_encoder_config={"image_size": 256}) if quick else SamConfig()
+    torch.manual_seed(0)
+    model = HFSamModel(config).eval()
+    model.save_pretrained(directory)
+    return model
+
+
+def run(quick: bool = False, reps: int | None = None, amg: bool = True, threads: int | None = None) -> dict[str, Any]:
+    """Time both implementations; returns {"machine", "set_image", "predict", "amg"} figures in seconds.
+
+    `threads` sets `torch.set_num_threads` for the run (both implementations alike) and restores it after.
+    """
+    previous_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return _run(quick, reps or (2 if quick else 5), amg)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _run(quick: bool, reps: int, amg: bool) -> dict[str, Any]:
+    image = _image()
+    h, w = image.shape[:2]
+    point = np.array([[w * 0.5, h * 0.5]])
+    results: dict[str, Any] = {
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "quick": quick,
+            "image": f"{h}x{w}",
+        }
+    }
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            hf = _hf_model(quick, tmp)
+        except ImportError:
+            hf = None
+        if hf is not None:
+            ours = SamModel.from_pretrained(tmp)
+        else:  # pragma: no cover
+            from alignsam.sam import sam_vit_b
+
+            ours = SamModel.from_config(sam_vit_b()).eval()
+    predictor = SamPredictor(ours)
+    size = ours.config.image_size
+
+    set_image: dict[str, Callable[[], Any]] = {"alignsam": lambda: predictor.set_image(image)}
+    predict: dict[str, Callable[[], Any]] = {
+        "alignsam": lambda: predictor.predict(point_coords=point, point_labels=np.array([1]))
+    }
+    if hf is not None:
+        from transformers import SamImageProcessorPil, SamProcessor
+
+        processor = SamProcessor(
+            image_processor=SamImageProcessorPil(size={"longest_edge": size}, pad_size={"height": size, "width": size})
+        )
+        state: dict[str, Any] = {}
+
+        @torch.no_grad()
+        def hf_set_image() -> None:
+            inputs = processor(images=image, return_tensors="pt")
+            state["embedding"] = hf.get_image_embeddings(inputs["pixel_values"])
+            state["sizes"] = (inputs["original_sizes"], inputs["reshaped_input_sizes"])
+
+        @torch.no_grad()
+        def hf_predict() -> Any:
+            original, reshaped = state["sizes"]
+            scale = reshaped[0].double() / original[0].double()  # (h, w) scale of the resize
+            coords = torch.as_tensor(point, dtype=torch.float64) * scale.flip(0)
+            out = hf(
+                image_embeddings=state["embedding"],
+                input_points=coords[None, None],
+                input_labels=torch.ones(1, 1, 1, dtype=torch.int),
+                multimask_output=True,
+            )
+            masks = processor.post_process_masks(out.pred_masks, original, reshaped)
+            return masks[0].numpy(), out.iou_scores.numpy()
+
+        set_image["transformers"] = hf_set_image
+        predict["transformers"] = hf_predict
+
+    torch.set_grad_enabled(False)
+    try:
+        results["set_image"] = _median_times(set_image, reps)
+        predictor.set_image(image)
+        if hf is not None:
+            hf_set_image()
+        results["predict"] = _median_times(predict, reps * 4)
+        if amg:
+            generator = SamAutomaticMaskGenerator(ours, points_per_side=4 if quick else 32)
+            start = time.perf_counter()
+            masks = generator.generate(image)
+            results["amg"] = {
+                "alignsam": time.perf_counter() - start,
+                "points": generator.point_grids[0].shape[0],
+                "masks": len(masks),
+            }
+    finally:
+        torch.set_grad_enabled(True)
+    for key in ("set_image", "predict"):
+        if "transformers" in results[key]:
+            results[key]["ratio_transformers_over_alignsam"] = results[key]["transformers"] / results[key]["alignsam"]
+    return results
+
+
+def _report(results: dict[str, Any]) -> str:
+    lines = [f"machine: {results['machine']}"]
+    for key in ("set_image", "predict"):
+        row = results[key]
+        text = "  ".join(f"{k} {v * 1000:.1f} ms" for k, v in row.items() if not k.startswith("ratio"))
+        ratio = row.get("ratio_transformers_over_alignsam")
+        lines.append(f"{key:10s} {text}" + (f"  (transformers / alignsam = {ratio:.2f})" if ratio else ""))
+    if "amg" in results:
+        a = results["amg"]
+        lines.append(f"amg        alignsam {a['alignsam']:.1f} s per image ({a['points']} points, {a['masks']} masks)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a tiny model and few repetitions")
+    parser.add_argument("--reps", type=int, default=None, help="timed repetitions per implementation")
+    parser.add_argument("--no-amg", action="store_true", help="skip the automatic mask generator")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--json", help="also write the figures to this file")
+    args = parser.parse_args(argv)
+    results = run(quick=args.quick, reps=args.reps, amg=not args.no_amg, threads=args.threads)
+    print(_report(results))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
