@@ -20,7 +20,7 @@ the rank losses average to L and the gather's backward sums their different cont
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.distributed as dist
@@ -56,6 +56,27 @@ def _world() -> tuple[int, int]:
     return 0, 1
 
 
+class _AllGather(torch.autograd.Function):
+    """All-gather along dim 0 whose backward sums every rank's gradient of our rows (all-reduce, then slice).
+
+    Our own function rather than `torch.distributed.nn.functional.all_gather`, which is deprecated.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, features: torch.Tensor) -> torch.Tensor:
+        rank, world = _world()
+        ctx.rows, ctx.rank = features.shape[0], rank
+        parts = [torch.empty_like(features) for _ in range(world)]
+        dist.all_gather(parts, features.contiguous())
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)  # every rank's loss depends on our rows
+        return grad[ctx.rank * ctx.rows : (ctx.rank + 1) * ctx.rows]
+
+
 def gather_features(features: torch.Tensor, *, with_grad: bool = True) -> torch.Tensor:
     """All ranks' `B x D` features concatenated in rank order: `W*B x D` (the input itself on one process).
 
@@ -68,9 +89,8 @@ def gather_features(features: torch.Tensor, *, with_grad: bool = True) -> torch.
     if world == 1:
         return features
     if with_grad:
-        import torch.distributed.nn.functional as dist_nn
-
-        return torch.cat(dist_nn.all_gather(features), dim=0)
+        out: torch.Tensor = _AllGather.apply(features)
+        return out
     parts = [torch.empty_like(features) for _ in range(world)]
     dist.all_gather(parts, features.detach().contiguous())
     parts[rank] = features  # our own rows keep their graph

@@ -229,6 +229,9 @@ def run(args: argparse.Namespace) -> int:
     import json
     import os
 
+    # OpenMP threads that spin while they wait collapse throughput when the cores are shared (DataLoader
+    # workers, other jobs): 4x slower on a busy 2-core machine. Must be set before torch starts OpenMP.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from alignsam.train import train
 
     summary = train(config_from_args(args), resume=args.resume)

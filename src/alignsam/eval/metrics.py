@@ -24,7 +24,7 @@ def topk_accuracy(logits: torch.Tensor, targets: torch.Tensor, ks: Sequence[int]
         {"top1": ..., "top5": ...} (k larger than C counts as C).
     """
     ranks = (logits > logits.gather(1, targets[:, None])).sum(1)  # N: classes scoring strictly higher
-    return {f"top{k}": float((ranks < k).float().mean()) for k in ks}
+    return {f"top{k}": round(float((ranks < k).float().mean()), 6) for k in ks}
 
 
 def recall_at_k(
@@ -61,9 +61,9 @@ def recall_at_k(
     i2t = torch.cat(i2t_ranks)
     out: dict[str, float] = {}
     for k in ks:
-        out[f"text_to_image_R@{k}"] = float((t2i_rank < k).float().mean())
+        out[f"text_to_image_R@{k}"] = round(float((t2i_rank < k).float().mean()), 6)
     for k in ks:
-        out[f"image_to_text_R@{k}"] = float((i2t < k).float().mean())
+        out[f"image_to_text_R@{k}"] = round(float((i2t < k).float().mean()), 6)
     out["text_to_image_median_rank"] = float(t2i_rank.float().median() + 1)
     out["image_to_text_median_rank"] = float(i2t.float().median() + 1)
     return out

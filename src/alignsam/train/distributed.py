@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -70,6 +71,28 @@ def teardown() -> None:
         dist.destroy_process_group()
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over ranks; the backward sums the gradients too (every rank's loss depends on the sum)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        x = x.clone()
+        dist.all_reduce(x)
+        return x
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad
+
+
+def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
+    """The sum of `x` over all ranks, differentiable."""
+    out: torch.Tensor = _AllReduceSum.apply(x)
+    return out
+
+
 class GlobalBatchNorm2d(nn.BatchNorm2d):
     """`BatchNorm2d` with training statistics over the batches of every process (CPU and GPU).
 
@@ -80,15 +103,13 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
             return super().forward(x)
-        import torch.distributed.nn.functional as dist_nn
-
         c = x.shape[1]
         count = torch.tensor([x.numel() // c], dtype=x.dtype, device=x.device)
-        sums = dist_nn.all_reduce(torch.cat([x.sum((0, 2, 3)), count]))  # C + 1
+        sums = all_reduce_sum(torch.cat([x.sum((0, 2, 3)), count]))  # C + 1
         n = sums[-1]
         mean = sums[:c] / n  # C
         centred = x - mean[None, :, None, None]
-        var = dist_nn.all_reduce(centred.square().sum((0, 2, 3))) / n  # C, biased (normalisation)
+        var = all_reduce_sum(centred.square().sum((0, 2, 3))) / n  # C, biased (normalisation)
         if self.track_running_stats and self.running_mean is not None and self.running_var is not None:
             with torch.no_grad():
                 momentum = self.momentum if self.momentum is not None else 0.1

@@ -316,7 +316,7 @@ class Trainer:
                     "step": self.step,
                     "loss": round(float(mean_over_ranks(window_loss / window_steps)), 6),
                     "lr": lr,
-                    "temperature": round(float(self.model.temperature), 6),
+                    "temperature": round(float(self.model.temperature.detach()), 6),
                     "samples_per_second": round(window_steps * global_batch / (now - window_start), 2),
                     "elapsed": round(now - start, 2),
                     "data": self._data_counts(),
@@ -348,7 +348,7 @@ class Trainer:
             "seconds": round(seconds, 2),
             "samples_per_second": round(steps_run * global_batch / max(seconds, 1e-9), 2),
             "final_loss": metrics.get("loss"),
-            "temperature": round(float(self.model.temperature), 6),
+            "temperature": round(float(self.model.temperature.detach()), 6),
             "data": self._data_counts(),
         }
 

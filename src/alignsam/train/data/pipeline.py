@@ -242,6 +242,9 @@ class ResumableLoader:
             num_workers=self.workers,
             persistent_workers=False,
             prefetch_factor=4 if self.workers else None,
+            # Its own generator: a DataLoader draws a seed when it starts, which must not move the global
+            # random state that dropout draws from (a resumed run would then drop other units).
+            generator=torch.Generator().manual_seed(self.dataset.seed),
         )
         for batch in loader:
             stream = batch["stream"]
