@@ -88,12 +88,12 @@ def _tokenizer() -> AlignTokenizer:
     return AlignTokenizer.from_pretrained(MINILM)
 
 
-def _stream(source, *, workers=0, batch_size=8, state=None, filters=FilterConfig(), rank=0, world=1, banned=()):
+def _stream(source, *, workers=0, batch_size=8, state=None, filters=None, rank=0, world=1, banned=()):
     return PairStream(
         source,
         tokenizer=_tokenizer(),
         transform=TrainTransform(AlignImageProcessor(size=36, crop_size=32), hflip=True),
-        sample_filter=SampleFilter(filters, frozenset(banned)),
+        sample_filter=SampleFilter(filters or FilterConfig(), frozenset(banned)),
         batch_size=batch_size,
         seed=3,
         rank=rank,
