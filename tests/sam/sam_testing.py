@@ -12,7 +12,7 @@ import sys
 import types
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -21,6 +21,8 @@ from torch import nn
 
 from alignsam.sam import ImageEncoderConfig, MaskDecoderConfig, PromptEncoderConfig, SamConfig
 
+M = TypeVar("M", bound=nn.Module)
+
 # ---------------------------------------------------------------------------------------------------------
 # torchvision stand-in.
 
@@ -28,7 +30,7 @@ from alignsam.sam import ImageEncoderConfig, MaskDecoderConfig, PromptEncoderCon
 def _resize(img: Image.Image, size: list[int] | tuple[int, int]) -> Image.Image:
     """torchvision.transforms.functional.resize on a PIL image with (h, w): PIL bilinear."""
     h, w = size
-    return img.resize((w, h), Image.BILINEAR)
+    return img.resize((w, h), Image.Resampling.BILINEAR)
 
 
 def _to_pil_image(pic: np.ndarray) -> Image.Image:
@@ -111,7 +113,7 @@ def import_official() -> Any:
 
 
 @torch.no_grad()
-def randomize_(model: nn.Module, seed: int, *, logit_gain: float = 1.0) -> nn.Module:
+def randomize_(model: M, seed: int, *, logit_gain: float = 1.0) -> M:
     """Overwrite every tensor of the state dict with seeded random values of sensible scale.
 
     Default initialisation leaves relative positions and absolute positions at zero and LayerNorms at
@@ -158,7 +160,7 @@ def randomize_(model: nn.Module, seed: int, *, logit_gain: float = 1.0) -> nn.Mo
 
 def tiny_config(**encoder: Any) -> SamConfig:
     """A small SAM (256 px, 2 blocks of width 64, decoder width 64) for fast unit tests."""
-    enc = {
+    enc: dict[str, Any] = {
         "image_size": 256,
         "patch_size": 16,
         "embed_dim": 64,
@@ -179,7 +181,7 @@ def tiny_config(**encoder: Any) -> SamConfig:
     )
 
 
-def official_from_config(config: SamConfig) -> nn.Module:
+def official_from_config(config: SamConfig) -> Any:
     """The official `Sam` with the architecture of `config` (official epsilons), randomly initialised."""
     from functools import partial
 
@@ -223,7 +225,7 @@ def official_from_config(config: SamConfig) -> nn.Module:
 
 
 @torch.no_grad()
-def make_masks_follow_the_image_(sam: nn.Module, seed: int = 0) -> nn.Module:
+def make_masks_follow_the_image_(sam: Any, seed: int = 0) -> Any:
     """Reshape the random weights of an official `Sam` so that automatic masks are regions, not noise.
 
     Random ViTs give spatially white features and random 2x2 transposed-convolution kernels give pixel-level

@@ -149,7 +149,7 @@ def test_decomposed_rel_pos_matches_official(official: Any) -> None:
 def test_towers_match_official_modules_directly(official: Any) -> None:
     """Module-level parity on a tiny config (fast; the full vit_b parity runs through the predictors)."""
     config = tiny_config()
-    reference = randomize_(official_from_config(config), seed=11)
+    reference: Any = randomize_(official_from_config(config), seed=11)
     ours = SamModel.from_config(config).eval()
     load_weights_into(ours, official_to_alignsam(reference.state_dict()))
     pixels = torch.randn(1, 3, 256, 256)
@@ -179,8 +179,9 @@ def test_point_labels(tiny: SamModel) -> None:
         box, _ = encoder(points=None, boxes=coords.reshape(1, 4), masks=None)
         torch.testing.assert_close(corners[:, :2], box)
         fg, _ = encoder(points=(coords, torch.tensor([[1, 0]])), boxes=None, masks=None)
-        torch.testing.assert_close(fg[0, 0], pe[0, 0] + encoder.point_embeddings[1].weight[0])
-        torch.testing.assert_close(fg[0, 1], pe[0, 1] + encoder.point_embeddings[0].weight[0])
+        negative, positive = (w[0] for w in list(encoder.point_embeddings.parameters())[:2])
+        torch.testing.assert_close(fg[0, 0], pe[0, 0] + positive)
+        torch.testing.assert_close(fg[0, 1], pe[0, 1] + negative)
 
 
 def test_preprocess_and_postprocess_follow_the_config(tiny: SamModel) -> None:
@@ -219,7 +220,7 @@ def test_official_batched_call_matches(official: Any) -> None:
     from segment_anything.utils.transforms import ResizeLongestSide
 
     config = tiny_config()
-    reference = randomize_(official_from_config(config), seed=12)
+    reference: Any = randomize_(official_from_config(config), seed=12)
     ours = SamModel.from_config(config).eval()
     load_weights_into(ours, official_to_alignsam(reference.state_dict()))
     transform = ResizeLongestSide(256)

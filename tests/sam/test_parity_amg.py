@@ -27,7 +27,12 @@ from alignsam.sam.convert import official_to_alignsam
 from tests.sam.sam_testing import make_masks_follow_the_image_, official_from_config, randomize_, tiny_config
 
 MASK_MARGIN = 1e-3
-RANDOM = {"pred_iou_thresh": 0.2, "stability_score_thresh": 0.6, "box_nms_thresh": 0.95, "points_per_side": 8}
+RANDOM: dict[str, Any] = {
+    "pred_iou_thresh": 0.2,
+    "stability_score_thresh": 0.6,
+    "box_nms_thresh": 0.95,
+    "points_per_side": 8,
+}
 
 
 @pytest.fixture(scope="module")

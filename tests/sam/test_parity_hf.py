@@ -27,7 +27,7 @@ IOU_TOL = 1e-4
 LOGIT_TOL = 1e-3
 MASK_MARGIN = 1e-3
 
-SMALL = {
+SMALL: dict[str, Any] = {
     "vision_config": {
         "hidden_size": 96,
         "num_hidden_layers": 3,
@@ -94,7 +94,7 @@ def vit_b_pair(tmp_path_factory: pytest.TempPathFactory, photo: np.ndarray) -> t
     return _hf_pair(tmp_path_factory.mktemp("hf_vit_b"), {}, photo)
 
 
-PROMPTS = {
+PROMPTS: dict[str, dict[str, Any]] = {
     "one point": {"point_coords": [[300, 200]], "point_labels": [1]},
     "points +/-": {"point_coords": [[300, 200], [100, 50], [500, 300], [420, 120]], "point_labels": [1, 0, 1, 0]},
     "box": {"box": [100, 80, 450, 320]},
@@ -128,7 +128,7 @@ def _hf_predict(hf: Any, processor: Any, embedding: Any, photo: np.ndarray, prom
 
 def _check(pair: tuple[Any, Any, Any, SamPredictor], photo: np.ndarray, name: str, multimask: bool, tag: str) -> None:
     hf, processor, embedding, predictor = pair
-    prompt = {k: np.array(v) for k, v in PROMPTS[name].items() if k != "mask_input"}
+    prompt: dict[str, Any] = {k: np.array(v) for k, v in PROMPTS[name].items() if k != "mask_input"}
     if "mask_input" in PROMPTS[name]:
         previous = predictor.predict(np.array([[300, 200]]), np.array([1]))
         prompt["mask_input"] = previous.low_res_logits[np.argmax(previous.iou_predictions)][None]

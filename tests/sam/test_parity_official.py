@@ -71,7 +71,7 @@ def _previous_logits(reference: Any) -> np.ndarray:
     return logits[np.argmax(scores)][None]
 
 
-PROMPTS = {
+PROMPTS: dict[str, dict[str, Any]] = {
     "one point": {"point_coords": [[300, 200]], "point_labels": [1]},
     "points +/-": {"point_coords": [[300, 200], [100, 50], [500, 300], [420, 120]], "point_labels": [1, 0, 1, 0]},
     "box": {"box": [100, 80, 450, 320]},
@@ -85,7 +85,7 @@ PROMPTS = {
 @pytest.mark.parametrize("name", list(PROMPTS))
 def test_predict_matches_official(predictors: tuple[Any, SamPredictor], name: str, multimask: bool) -> None:
     reference, predictor = predictors
-    prompt = {k: np.array(v) for k, v in PROMPTS[name].items() if k != "mask_input"}
+    prompt: dict[str, Any] = {k: np.array(v) for k, v in PROMPTS[name].items() if k != "mask_input"}
     if "mask_input" in PROMPTS[name]:
         prompt["mask_input"] = _previous_logits(reference)
     ref_logits, ref_iou, ref_low = reference.predict(**prompt, multimask_output=multimask, return_logits=True)

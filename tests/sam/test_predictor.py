@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import numpy as np
 import pytest
@@ -28,7 +29,7 @@ def predictor(model: SamModel, photo: np.ndarray) -> SamPredictor:
     return p
 
 
-POINT = {"point_coords": np.array([[300, 200]]), "point_labels": np.array([1])}
+POINT: dict[str, Any] = {"point_coords": np.array([[300, 200]]), "point_labels": np.array([1])}
 
 
 def test_predict_outputs(predictor: SamPredictor) -> None:
