@@ -91,11 +91,15 @@ def test_several_images_in_one_batch(model: SamModel, photo: np.ndarray) -> None
         batch.predict_batch([POINT, {"point_coords": [[900, 10]], "point_labels": [1]}, None])
     with pytest.raises(InputError, match="out of range"):
         batch.predict(**POINT, image_index=3)
+    with pytest.raises(InputError, match="non-empty list"):
+        batch.set_images([])
+    with pytest.raises(InputError, match="non-empty list"):
+        batch.set_images(photo)
 
 
 def test_same_prompt_signature_across_images_is_batched(model: SamModel, photo: np.ndarray) -> None:
     batch = SamPredictor(model)
-    batch.set_images([photo, photo[::-1].copy()], batch_size=2)
+    batch.set_images(np.stack([photo, photo[::-1]]), batch_size=2)  # an N x H x W x 3 array works too
     results = batch.predict_batch([POINT, POINT])
     assert results[0] is not None and results[1] is not None
     assert not np.allclose(results[0].low_res_logits, results[1].low_res_logits)  # different images

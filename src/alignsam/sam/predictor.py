@@ -91,13 +91,22 @@ class SamPredictor:
         """
         self.set_images([image], image_format=image_format)
 
-    def set_images(self, images: Sequence[ImageInput], image_format: str = "RGB", batch_size: int = 1) -> None:
-        """Compute the embeddings of several images, `batch_size` images per encoder call."""
+    def set_images(
+        self, images: Sequence[ImageInput] | np.ndarray, image_format: str = "RGB", batch_size: int = 1
+    ) -> None:
+        """Compute the embeddings of several images, `batch_size` images per encoder call.
+
+        Args:
+            images: a list of images (each as `set_image` takes them, sizes may differ) or an
+                `N x H x W x 3` uint8 array.
+        """
         if image_format not in ("RGB", "BGR"):
             raise InputError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}.")
         if batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}.")
-        if isinstance(images, np.ndarray | str) or not len(images):
+        if isinstance(images, np.ndarray) and images.ndim == 4:
+            images = list(images)
+        if isinstance(images, np.ndarray | str | bytes) or not len(images):
             raise InputError("set_images expects a non-empty list of images (use set_image for one).")
         self.reset_image()
         features, originals, inputs = [], [], []
