@@ -1,0 +1,175 @@
+"""The benchmark suite: every benchmark, one process, one machine; a markdown report.
+
+    python -m benchmarks                      # full size (align-base, SAM vit_b): tens of minutes on 2 cores
+    python -m benchmarks --quick              # tiny models, about a minute (the test suite runs this)
+    python -m benchmarks --only align,cli     # some of: align, sam, cli, train
+    python -m benchmarks --markdown benchmarks/RESULTS.md --json benchmarks/results.json
+
+Each part times our code against the reference implementation on the same weights and inputs, interleaved,
+and reports medians and ratios. The report also gives achieved GFLOP/s against the machine's measured
+matrix-multiply peak, peak memory, and the speed issue's targets with whether they were met.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks.common import machine
+from benchmarks.system import count_flops, matmul_peak
+
+PARTS = {
+    "align": "benchmarks.align_speed",
+    "sam": "benchmarks.sam_speed",
+    "cli": "benchmarks.cli_speed",
+    "train": "benchmarks.train_speed",
+}
+
+
+def flops(quick: bool) -> dict[str, int]:
+    """FLOPs of the timed calls, counted on meta-device models (shapes only, no compute)."""
+    from alignsam import AlignModel, SamModel
+    from alignsam.io import build_on_meta
+    from alignsam.sam import sam_vit_b
+    from benchmarks.align_speed import quick_config
+
+    config = quick_config() if quick else __import__("alignsam.align", fromlist=["align_base"]).align_base()
+    align = build_on_meta(lambda: AlignModel(config))
+    size = config.vision_config.image_size
+    out = {
+        "align_image_batch8": count_flops(lambda: align.encode_image(torch.empty(8, 3, size, size, device="meta"))),
+        "align_text_64x12": count_flops(
+            lambda: align.encode_text(torch.zeros(64, 12, dtype=torch.long, device="meta"))
+        ),
+    }
+    if not quick:
+        sam = build_on_meta(lambda: SamModel.from_config(sam_vit_b()))
+        out["sam_vit_b_image_encoder"] = count_flops(
+            lambda: sam.image_encoder(torch.empty(1, 3, 1024, 1024, device="meta"))
+        )
+    return out
+
+
+def _timing(results: dict[str, Any], part: str, name: str) -> dict[str, Any] | None:
+    for t in results.get(part, {}).get("timings", []):
+        if t.get("name", "").startswith(name):
+            return t
+    return None
+
+
+def targets(results: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
+    """(what, target, measured, met) for the speed issue's targets that the results cover."""
+    rows: list[tuple[str, str, str, bool | None]] = []
+    image = _timing(results, "align", "image features")
+    if image:
+        r = image["ratio_vs_transformers"]
+        rows.append(("ALIGN image features vs transformers (fp32)", ">= 2.0x", f"{r:.2f}x", r >= 2.0))
+        if "alignsam bf16" in image:
+            rb = image["transformers"]["median_s"] / image["alignsam bf16"]["median_s"]
+            rows.append(("ALIGN image features, bf16, vs transformers fp32", ">= 3.5x", f"{rb:.2f}x", rb >= 3.5))
+    text = _timing(results, "align", "text features")
+    if text:
+        r = text["ratio_vs_transformers"]
+        rows.append(("ALIGN text features vs transformers default padding", ">= 4x", f"{r:.2f}x", r >= 4.0))
+        same = text["transformers, same dynamic padding"]["median_s"] / text["alignsam"]["median_s"]
+        rows.append(
+            ("ALIGN text features vs transformers, same dynamic padding", ">= 1.2x", f"{same:.2f}x", same >= 1.2)
+        )
+    cold = _timing(results, "cli", "cold start")
+    if cold:
+        r = cold["ratio_vs_transformers"]
+        rows.append(("cold start of `alignsam classify` vs transformers script", ">= 2x", f"{r:.2f}x", r >= 2.0))
+    pipe = _timing(results, "cli", "classify pipeline")
+    if pipe:
+        f = pipe["fraction_of_model"]
+        rows.append(("classify pipeline images/s vs the model's own", ">= 0.9", f"{f:.2f}", f >= 0.9))
+    mem = _timing(results, "cli", "peak resident memory")
+    if mem:
+        m = mem["peak_rss_mb"]
+        rows.append(("peak resident memory, align-base inference", "<= 1.5 GB", f"{m / 1024:.2f} GB", m <= 1536))
+    return rows
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Machine: {results['machine']}. Mode: {'quick (tiny models)' if results['quick'] else 'full size'}. "
+        f"Matrix-multiply peak: {results['peak_gflops']['fp32']:.0f} GFLOP/s fp32, "
+        f"{results['peak_gflops']['bf16']:.0f} GFLOP/s bf16. Total time {results['seconds']:.0f} s.",
+        "",
+        "Ratios are reference time / our time from interleaved runs in one process (higher is faster).",
+        "",
+        "## Targets",
+        "",
+        "| what | target | measured | met |",
+        "| --- | --- | --- | --- |",
+    ]
+    for what, target, measured, met in results["targets"]:
+        lines.append(f"| {what} | {target} | {measured} | {'yes' if met else 'no'} |")
+    for part in PARTS:
+        if part not in results:
+            continue
+        lines += ["", f"## {part}", "", "| measurement | value |", "| --- | --- |"]
+        for key, value in _flatten(results[part]):
+            lines.append(f"| {key} | {value} |")
+    return "\n".join(lines) + "\n"
+
+
+def _flatten(obj: Any, path: tuple[str, ...] = ()) -> list[tuple[str, Any]]:
+    """Nested results as (`a · b · c`, value) rows; list items are named by their "name"."""
+    if isinstance(obj, dict):
+        base = (*path, str(obj["name"])) if "name" in obj else path
+        return [row for k, v in obj.items() if k != "name" for row in _flatten(v, (*base, str(k)))]
+    if isinstance(obj, list) and obj and all(isinstance(x, dict) for x in obj):
+        return [row for x in obj for row in _flatten(x, path)]
+    return [(" · ".join(path), obj)]
+
+
+def run(quick: bool = False, only: list[str] | None = None) -> dict[str, Any]:
+    start = time.perf_counter()
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "quick": quick,
+        "peak_gflops": {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)},
+        "flops": flops(quick),
+    }
+    for part in only or list(PARTS):
+        results[part] = importlib.import_module(PARTS[part]).run(quick=quick)
+    image = _timing(results, "align", "image features")
+    if image:
+        gflops = results["flops"]["align_image_batch8"] / image["alignsam"]["median_s"] / 1e9
+        results["achieved_gflops"] = {
+            "align_image_fp32": round(gflops, 1),
+            "align_image_fp32_fraction_of_peak": round(gflops / results["peak_gflops"]["fp32"], 3),
+        }
+    results["targets"] = targets(results)
+    results["seconds"] = time.perf_counter() - start
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", type=lambda s: s.split(","), help=f"comma-separated parts of {list(PARTS)}")
+    parser.add_argument("--markdown", type=Path, help="write the markdown report here")
+    parser.add_argument("--json", type=Path, help="write all figures as JSON here")
+    args = parser.parse_args()
+    results = run(args.quick, args.only)
+    report = markdown(results)
+    if args.markdown:
+        args.markdown.write_text(report)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    sys.stdout.write(report)
+
+
+if __name__ == "__main__":
+    main()
