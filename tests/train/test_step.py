@@ -77,3 +77,16 @@ def test_bf16_autocast_step():
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
     assert all(torch.isfinite(g).all() for g in _grads(model).values())
     assert all(p.grad is not None for n, p in model.named_parameters() if p.requires_grad)  # every parameter learns
+
+
+def test_recalibrated_batch_norm_statistics_are_the_average_over_batches():
+    from alignsam.train.trainer import recalibrate_batch_norm
+
+    model = _model(0.0).train()
+    batches = [_batch(6, s) for s in (4, 5, 6)]
+    assert recalibrate_batch_norm(model, iter(batches)) == 3
+    stem = model.vision_model.efficientnet.stem
+    with torch.no_grad():
+        means = [stem.conv(torch.nn.functional.pad(b["pixel_values"], (0, 1, 0, 1))).mean((0, 2, 3)) for b in batches]
+    torch.testing.assert_close(stem.bn.running_mean, torch.stack(means).mean(0), rtol=1e-5, atol=1e-6)
+    assert stem.bn.momentum == 1 - model.config.vision_config.batch_norm_momentum  # restored

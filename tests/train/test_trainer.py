@@ -52,6 +52,7 @@ def test_coyo_parquet_through_the_command_line(table, tiny_arch, tmp_path, capsy
         "--vocab-size", "300", "--steps", "3", "--batch-size", "8", "--workers", "0", "--no-progress",
         "--max-watermark", "0.5", "--filter", "clip_similarity_vitb32>=0.2", "--max-nsfw", "0.5", "--max-faces", "0",
         "--opt", "adamw", "--lr", "1e-3", "--accum-steps", "2", "--precision", "bf16", "--image-size", "32",
+        "--recalibrate-bn", "2",
     ]  # fmt: skip
     assert cli_main(args) == 0
     summary = json.loads(capsys.readouterr().out)

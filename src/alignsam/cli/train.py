@@ -98,6 +98,9 @@ def add_parser(subparsers: Any) -> None:
     r.add_argument("--batch-size", type=int, help="pairs per micro-batch per process (default 64)")
     r.add_argument("--accum-steps", type=int, help="micro-batches per step, with the feature cache (default 1)")
     r.add_argument("--precision", choices=("fp32", "bf16"), help="bf16 = bf16 autocast (default fp32)")
+    r.add_argument(
+        "--no-channels-last", dest="channels_last", action="store_const", const=False, help="NCHW image tower"
+    )
     r.add_argument("--local-loss", action="store_const", const=True, help="B x G logits per process instead of G x G")
     r.add_argument("--label-smoothing", type=float, help="default 0.1")
     r.add_argument("--loss-reduction", choices=("sum", "mean"), help="add (paper) or average the two directions")
@@ -111,6 +114,7 @@ def add_parser(subparsers: Any) -> None:
     r.add_argument("--device", choices=("auto", "cpu", "cuda"))
     r.add_argument("--threads", type=int, help="CPU threads per process")
     r.add_argument("--max-seconds", type=float, help="stop (with a checkpoint) after this much training time")
+    r.add_argument("--recalibrate-bn", type=int, help="at the end, batch-norm statistics from N batches (precise BN)")
     r.add_argument("--no-progress", dest="progress", action="store_const", const=False, help="no progress bar")
     p.set_defaults(run=run)
 
@@ -168,6 +172,7 @@ _RUN_FIELDS = (
     "batch_size",
     "accum_steps",
     "precision",
+    "channels_last",
     "local_loss",
     "label_smoothing",
     "loss_reduction",
@@ -179,6 +184,7 @@ _RUN_FIELDS = (
     "device",
     "threads",
     "max_seconds",
+    "recalibrate_bn",
     "progress",
 )
 

@@ -25,22 +25,32 @@ from alignsam.train.vocab import train_wordpiece
 
 
 def align_small() -> AlignConfig:
-    """EfficientNet-B0 width at half depth (12 blocks, 320-d) and a 4-layer, 256-wide BERT: ~7M parameters."""
-    vision = AlignVisionConfig(width_coefficient=1.0, depth_coefficient=0.5, image_size=128, drop_connect_rate=0.1)
+    """EfficientNet-B0 width at half depth (12 blocks, 320-d) and a 4-layer, 256-wide BERT: ~7M parameters.
+    Batch-norm momentum and initial temperature as `align_demo` (for short runs from scratch)."""
+    vision = AlignVisionConfig(
+        width_coefficient=1.0, depth_coefficient=0.5, image_size=128, drop_connect_rate=0.1, batch_norm_momentum=0.9
+    )
     text = AlignTextConfig(
         hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024, max_position_embeddings=64
     )
-    return AlignConfig(text_config=text, vision_config=vision, projection_dim=vision.embed_dim)
+    return AlignConfig(
+        text_config=text, vision_config=vision, projection_dim=vision.embed_dim, temperature_init_value=0.07
+    )
 
 
 def align_demo() -> AlignConfig:
     """The bundled `demo` model: a 64 px EfficientNet (width 0.5, depth 0.5: 10 blocks, 160-d) and a 2-layer,
     128-wide BERT, about 1.3M parameters; trains in under 30 minutes on two CPU cores.
 
-    The temperature starts at CLIP's 0.07 instead of ALIGN's 1.0: at 1.0 the logits of random embeddings are
-    nearly uniform and a short run spends hundreds of steps only lowering it.
+    Two settings differ from align-base for a short run from scratch. The temperature starts at CLIP's 0.07
+    instead of ALIGN's 1.0: at 1.0 the logits of random embeddings are nearly uniform and a short run spends
+    hundreds of steps only lowering it. Batch-norm statistics average over the last ~10 steps (TF momentum
+    0.9) instead of ~100 (0.99): while the weights move fast, slow running statistics lag so far behind
+    that evaluation-mode embeddings collapse onto one direction.
     """
-    vision = AlignVisionConfig(width_coefficient=0.5, depth_coefficient=0.5, image_size=64, drop_connect_rate=0.1)
+    vision = AlignVisionConfig(
+        width_coefficient=0.5, depth_coefficient=0.5, image_size=64, drop_connect_rate=0.1, batch_norm_momentum=0.9
+    )
     text = AlignTextConfig(
         hidden_size=128, num_hidden_layers=2, num_attention_heads=4, intermediate_size=512, max_position_embeddings=64
     )

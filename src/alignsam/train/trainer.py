@@ -25,7 +25,7 @@ import contextlib
 import json
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -151,6 +151,28 @@ def contrastive_step(
     return loss.detach()
 
 
+def recalibrate_batch_norm(model: AlignModel, batches: Iterable[dict[str, torch.Tensor]]) -> int:
+    """Recompute the running statistics of the image tower's batch norms in training mode ("precise BN").
+
+    The statistics become the plain average over `batches` (dicts with `pixel_values` `B x 3 x H x W`)
+    under the final weights, instead of an exponential average over weights that kept changing. Batch norms
+    in evaluation mode (a locked tower) are left alone. Returns the number of batches used.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # None: cumulative average
+    seen = 0
+    with torch.no_grad():
+        for batch in batches:
+            model.encode_image(batch["pixel_values"])
+            seen += 1
+    for m, momentum in zip(norms, momenta, strict=True):
+        m.momentum = momentum
+    return seen
+
+
 class Trainer:
     """Trains ALIGN as a `TrainConfig` says; `fit()` runs it and returns a JSON-ready summary.
 
@@ -236,7 +258,10 @@ class Trainer:
         self.frozen = models.freeze(model, spec)
         if spec.sync_bn and self.world.distributed:
             model = convert_sync_batchnorm(model, self.world.device)  # type: ignore[assignment]
-        return model.to(self.world.device), processor
+        model = model.to(self.world.device)
+        if self.config.channels_last:  # the convolutions' fast layout; weights are saved contiguous
+            model.vision_model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        return model, processor
 
     def _build_loader(self, state: dict[str, Any] | None) -> ResumableLoader:
         data = self.config.data
@@ -289,7 +314,7 @@ class Trainer:
             )
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            micro = [_to_device(next(batches), device) for _ in range(cfg.accum_steps)]
+            micro = [_to_device(next(batches), device, cfg.channels_last) for _ in range(cfg.accum_steps)]
             self.optimizer.zero_grad(set_to_none=True)
             loss = contrastive_step(
                 self.encoder,
@@ -329,6 +354,10 @@ class Trainer:
                 bar.update(1)
 
         seconds = time.perf_counter() - start
+        if cfg.recalibrate_bn:
+            recalibrate_batch_norm(
+                self.model, (_to_device(next(batches), device, cfg.channels_last) for _ in range(cfg.recalibrate_bn))
+            )
         checkpoint = self.save_checkpoint(metrics)
         model_dir = self.export()
         if bar is not None:
@@ -435,8 +464,11 @@ class Trainer:
             writer.flush()
 
 
-def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: batch[k].to(device, non_blocking=True) for k in ("pixel_values", "input_ids", "attention_mask")}
+def _to_device(batch: dict[str, Any], device: torch.device, channels_last: bool = False) -> dict[str, torch.Tensor]:
+    out = {k: batch[k].to(device, non_blocking=True) for k in ("pixel_values", "input_ids", "attention_mask")}
+    if channels_last:
+        out["pixel_values"] = out["pixel_values"].contiguous(memory_format=torch.channels_last)
+    return out
 
 
 def train(config: TrainConfig, resume: str | None = None) -> dict[str, Any]:
