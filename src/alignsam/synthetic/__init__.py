@@ -15,6 +15,7 @@ on the fly, and train and held-out sets are disjoint by seed or by index range.
 See docs/synthetic.md for the vocabularies, caption grammar, noise kinds and layouts.
 """
 
+from alignsam.io.rle import decode_rle, encode_rle
 from alignsam.synthetic.captions import caption_variants, clean_caption
 from alignsam.synthetic.config import NOISE_KINDS, NoiseKind, SceneConfig
 from alignsam.synthetic.export import (
@@ -27,7 +28,6 @@ from alignsam.synthetic.export import (
 )
 from alignsam.synthetic.layout import Placement
 from alignsam.synthetic.metadata import COYO_COLUMNS, coyo_metadata
-from alignsam.synthetic.rle import decode_rle, encode_rle
 from alignsam.synthetic.scenes import Scene, SceneGenerator, SceneObject, SceneRange
 from alignsam.synthetic.vocab import (
     BACKGROUNDS,

@@ -32,8 +32,8 @@ from tqdm import tqdm
 
 from alignsam import __version__
 from alignsam.errors import InputError
+from alignsam.io.rle import encode_rle
 from alignsam.synthetic.metadata import coyo_metadata
-from alignsam.synthetic.rle import encode_rle
 from alignsam.synthetic.scenes import METADATA, WRITER, Scene, SceneGenerator
 
 __all__ = [
