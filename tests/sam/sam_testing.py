@@ -226,7 +226,7 @@ def official_from_config(config: SamConfig) -> Any:
 
 @torch.no_grad()
 def make_masks_follow_the_image_(sam: Any, seed: int = 0) -> Any:
-    """Reshape the random weights of an official `Sam` so that automatic masks are regions, not noise.
+    """Reshape the random weights of a SAM (official `Sam` or ours) so that masks are regions, not noise.
 
     Random ViTs give spatially white features and random 2x2 transposed-convolution kernels give pixel-level
     checkerboards, so every mask is scattered over the whole image and box NMS keeps one. Here the patch
@@ -242,7 +242,8 @@ def make_masks_follow_the_image_(sam: Any, seed: int = 0) -> Any:
     for block in encoder.blocks:
         block.attn.proj.weight.mul_(0.05)
         block.mlp.lin2.weight.mul_(0.05)
-    for index in (0, 3):  # the two transposed convolutions of output_upscaling
-        kernel = sam.mask_decoder.output_upscaling[index].weight
-        kernel.copy_(kernel[:, :, :1, :1].expand_as(kernel))
+    upscaling = [m for m in sam.mask_decoder.output_upscaling.modules() if isinstance(m, nn.ConvTranspose2d)]
+    assert len(upscaling) == 2
+    for conv in upscaling:
+        conv.weight.copy_(conv.weight[:, :, :1, :1].expand_as(conv.weight))
     return sam

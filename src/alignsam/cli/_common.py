@@ -26,6 +26,13 @@ def add_runtime_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=16, metavar="N", help="images per forward pass (default 16)")
     p.add_argument("--workers", type=int, default=2, metavar="N", help="image decoding threads (default 2)")
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads for the model (default: all cores)")
+    p.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        default="fp32",
+        help="bf16 runs the heavy towers under bfloat16 autocast (faster where the CPU or GPU supports it)",
+    )
+    p.add_argument("--compile", action="store_true", help="torch.compile the heavy towers (slow first call)")
 
 
 def add_align_args(p: argparse.ArgumentParser) -> None:
@@ -69,6 +76,7 @@ def mask_generator(args: argparse.Namespace, model: Any) -> Any:
         box_nms_thresh=args.box_nms_thresh,
         crop_n_layers=args.crop_n_layers,
         min_mask_region_area=args.min_mask_region_area,
+        fast=fast_path(args),
     )
 
 
@@ -115,12 +123,23 @@ def setup(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
 
 
+def fast_path(args: argparse.Namespace) -> Any:
+    from alignsam.inference import FastPath
+
+    return FastPath(precision=args.precision, compile=args.compile)
+
+
 def make_encoder(args: argparse.Namespace) -> Encoder:
     from alignsam.tools.encoder import Encoder
 
     setup(args)
     return Encoder.from_pretrained(
-        args.model, device=device(args), batch_size=args.batch_size, workers=args.workers, progress=not args.quiet
+        args.model,
+        device=device(args),
+        batch_size=args.batch_size,
+        workers=args.workers,
+        progress=not args.quiet,
+        fast=fast_path(args),
     )
 
 

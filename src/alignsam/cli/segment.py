@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
             raise PromptError(f"A point's label must be 1 (object) or 0 (background), got {p[2]:g}.")
         points.append((p[0], p[1], label))
     image = load_image_array(args.image)
-    predictor = SamPredictor(c.sam_model(args))
+    predictor = SamPredictor(c.sam_model(args), fast=c.fast_path(args))
     predictor.set_image(image)
     mask_input = None
     if args.mask_input:

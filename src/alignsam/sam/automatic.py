@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from alignsam.errors import InputError
+from alignsam.inference import FastPath
 from alignsam.io.images import DEFAULT_MAX_PIXELS, ImageInput, load_image_array
 from alignsam.sam.amg import (
     MaskData,
@@ -66,6 +67,7 @@ class SamAutomaticMaskGenerator:
         output_mode: OutputMode = "binary_mask",
         *,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        fast: FastPath | None = None,
     ) -> None:
         """
         Args:
@@ -83,6 +85,7 @@ class SamAutomaticMaskGenerator:
             min_mask_region_area: fill holes and drop islands below this area (px), then NMS again.
             output_mode: "binary_mask" (`H x W` bool arrays), "uncompressed_rle" or "coco_rle".
             max_pixels: larger images are refused (None: no limit).
+            fast: speed options for the image encoder (see `SamPredictor`).
         """
         if (points_per_side is None) == (point_grids is None):
             raise InputError("Give exactly one of points_per_side and point_grids.")
@@ -106,7 +109,7 @@ class SamAutomaticMaskGenerator:
             raise InputError(f"output_mode must be binary_mask, uncompressed_rle or coco_rle; got {output_mode!r}.")
         if points_per_batch < 1 or crop_n_layers < 0 or min_mask_region_area < 0:
             raise InputError("points_per_batch must be >= 1, crop_n_layers and min_mask_region_area >= 0.")
-        self.predictor = SamPredictor(model, max_pixels=max_pixels)
+        self.predictor = SamPredictor(model, max_pixels=max_pixels, fast=fast)
         self.points_per_batch = points_per_batch
         self.pred_iou_thresh = pred_iou_thresh
         self.stability_score_thresh = stability_score_thresh

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from alignsam.errors import InputError, PromptError
+from alignsam.inference import FastPath
 from alignsam.io.images import DEFAULT_MAX_PIXELS, ImageInput, load_image_array
 from alignsam.sam.model import SamModel
 from alignsam.sam.prompts import PromptArrays, check_prompts, mask_to_logits
@@ -45,15 +46,22 @@ class Prediction(NamedTuple):
 class SamPredictor:
     """Caches image embeddings of a `SamModel` and predicts masks for prompts on them."""
 
-    def __init__(self, sam_model: SamModel, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> None:
+    def __init__(
+        self, sam_model: SamModel, *, max_pixels: int | None = DEFAULT_MAX_PIXELS, fast: FastPath | None = None
+    ) -> None:
         """
         Args:
             sam_model: the model (kept as `self.model`; move or cast it before creating the predictor).
             max_pixels: larger images are refused with an `ImageError` (None: no limit).
+            fast: speed options for the image encoder (see `alignsam.inference.FastPath`): `precision="bf16"`
+                runs it under bfloat16 autocast (the embedding is kept in float32 and the prompt decoder runs
+                in float32), `compile=True` wraps it in `torch.compile`. The model itself is not changed.
         """
         self.model = sam_model
         self.transform = ResizeLongestSide(sam_model.image_encoder.img_size)
         self.max_pixels = max_pixels
+        self.fast = fast or FastPath(fold_batchnorm=False, channels_last=False)
+        self._image_encoder = torch.compile(sam_model.image_encoder) if self.fast.compile else sam_model.image_encoder
         self.reset_image()
 
     @property
@@ -138,9 +146,10 @@ class SamPredictor:
         self.input_sizes = [(shape[2], shape[3])]
         self.is_image_set = True
 
-    @torch.no_grad()
     def _encode(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.model.image_encoder(pixel_values.to(self.model.dtype))
+        with self.fast.autocast(self.device):
+            features = self._image_encoder(pixel_values.to(self.model.dtype))
+        return features.to(self.model.dtype)
 
     def get_image_embedding(self, image_index: int = 0) -> torch.Tensor:
         """The embedding of an image that was set: `1 x C x h x w` (256 x 64 x 64 for the published models)."""
