@@ -58,15 +58,19 @@ class Item:
         return cls(label, (Term(1.0, "image", image),))
 
 
-def parse_items(specs: Sequence[str]) -> list[Item]:
-    """Items from command-line strings (see the module docstring); folders expand to their images."""
+def parse_items(specs: Sequence[str], *, texts_only: bool = False) -> list[Item]:
+    """Items from command-line strings (see the module docstring); folders expand to their images.
+
+    texts_only: every term is a text, whatever it looks like ("image:" terms are refused); for callers
+    that must not read files named by their users, such as the service.
+    """
     items: list[Item] = []
     for spec in specs:
         if not spec.strip():
             raise InputError("An empty item was given; pass a text, an image path, or a composition.")
         parts = _SPLIT.split(spec)
         if len(parts) == 1:
-            kind, value = _kind(spec)
+            kind, value = _kind(spec, texts_only)
             if kind == "image" and Path(value).is_dir():
                 items.extend(Item.image(p) for p in list_images([value]).files)
             else:
@@ -81,7 +85,7 @@ def parse_items(specs: Sequence[str]) -> list[Item]:
             m = _WEIGHT.match(part)
             if m:
                 weight, body = float(m[1]), m[2]
-            kind, value = _kind(body.strip())
+            kind, value = _kind(body.strip(), texts_only)
             if kind == "image" and Path(value).is_dir():
                 raise InputError(f"A folder cannot be part of a composed query: {spec!r}.")
             terms.append(Term(sign * weight, kind, value))
@@ -91,9 +95,13 @@ def parse_items(specs: Sequence[str]) -> list[Item]:
     return items
 
 
-def _kind(body: str) -> tuple[Kind, str]:
+def _kind(body: str, texts_only: bool = False) -> tuple[Kind, str]:
     if body.startswith("text:"):
         return "text", body[5:]
+    if texts_only:
+        if body.startswith("image:"):
+            raise InputError(f"Image terms are not allowed here: {body!r}.")
+        return "text", body
     if body.startswith("image:"):
         path = body[6:]
         if not Path(path).exists():
