@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from alignsam.sam import ImageEncoderConfig, MaskDecoderConfig, PromptEncoderConfig, SamConfig
 from alignsam.synthetic import SceneConfig, SceneGenerator, write_segmentation
@@ -45,3 +46,13 @@ def scenes(tmp_path_factory: pytest.TempPathFactory) -> Path:
     generator = SceneGenerator(SceneConfig(image_size=64, max_objects=3), seed=3)
     write_segmentation(generator, out, num=12, mask_pngs=True, progress=False)
     return out
+
+
+@pytest.fixture(scope="package", autouse=True)
+def _one_thread():  # type: ignore[no-untyped-def]
+    """One CPU thread: these tests run many small operations, and on a shared machine PyTorch's second
+    thread spends them waiting for a core (7x slower than one thread, measured)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

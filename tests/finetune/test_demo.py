@@ -22,7 +22,7 @@ from alignsam.cli import main
 from alignsam.finetune import SceneDataset, automatic_recall, evaluate
 from alignsam.sam import SamAutomaticMaskGenerator, SamModel
 from alignsam.synthetic import SceneConfig, SceneGenerator
-from alignsam.tools.masks import automatic_masks, load_sam
+from alignsam.tools.masks import Mask, automatic_masks, load_sam
 
 SCENES = SceneConfig(image_size=128)
 HELD_OUT_SEED = 4
@@ -65,17 +65,18 @@ def test_the_preset_is_small_and_loads_offline(demo: SamModel) -> None:
 
 
 def test_prompted_masks_on_held_out_scenes(demo: SamModel, held_out: SceneGenerator) -> None:
-    result = evaluate(demo, SceneDataset(held_out, 0, 150), clicks=3)
-    assert result["objects"] > 300
+    result = evaluate(demo, SceneDataset(held_out, 0, 100), clicks=3)
+    assert result["objects"] > 200
     assert result["miou_box"] >= 0.80, result
     assert result["miou_point"] >= 0.70, result
     assert result["miou_points"] >= result["miou_point"] - 0.02, result  # more clicks do not make it worse
 
 
-def test_automatic_masks_find_the_objects(generator: SamAutomaticMaskGenerator, held_out: SceneGenerator) -> None:
-    result = automatic_recall(generator, SceneDataset(held_out, 200, 40))
-    assert result["objects"] > 80
-    assert result["recall"] >= 0.80, result
+@pytest.fixture(scope="module")
+def automatic(generator: SamAutomaticMaskGenerator, held_out: SceneGenerator) -> list[tuple[Any, list[Mask]]]:
+    """Held-out scenes 200..239 with their automatic masks (shared by the tests below: the generator is the
+    slow part)."""
+    return [(held_out[i], automatic_masks(generator, held_out[i].image)) for i in range(200, 240)]
 
 
 def _match(masks: list[np.ndarray], gt: np.ndarray) -> np.ndarray:
@@ -88,16 +89,30 @@ def _match(masks: list[np.ndarray], gt: np.ndarray) -> np.ndarray:
     return inter / (g.sum(1)[:, None] + pred.sum(1)[None, :] - inter)
 
 
+def test_automatic_masks_find_the_objects(automatic: list[tuple[Any, list[Mask]]]) -> None:
+    found = [(_match([m.mask for m in masks], scene.masks).max(1, initial=0) >= 0.5) for scene, masks in automatic]
+    recall = float(np.concatenate(found).mean())
+    assert sum(len(f) for f in found) > 80
+    assert recall >= 0.80, recall
+
+
+def test_automatic_recall_helper(generator: SamAutomaticMaskGenerator, held_out: SceneGenerator) -> None:
+    """`automatic_recall` counts as the test above does (on a few scenes)."""
+    result = automatic_recall(generator, SceneDataset(held_out, 200, 3))
+    direct = [_match([m.mask for m in automatic_masks(generator, held_out[i].image)], held_out[i].masks)
+              for i in range(200, 203)]  # fmt: skip
+    assert result["objects"] == sum(len(d) for d in direct)
+    assert result["found"] == sum(int((d.max(1, initial=0) >= 0.5).sum()) for d in direct)
+
+
 @needs_align
-def test_label_masks_names_the_shapes(generator: SamAutomaticMaskGenerator, held_out: SceneGenerator) -> None:
+def test_label_masks_names_the_shapes(automatic: list[tuple[Any, list[Mask]]]) -> None:
     from alignsam.tools import Encoder
     from alignsam.tools.regions import label_masks
 
     encoder = Encoder.from_pretrained("demo")
     found = right_shape = right_label = 0
-    for i in range(300, 340):
-        scene = held_out[i]
-        masks = automatic_masks(generator, scene.image)
+    for scene, masks in automatic:
         records = label_masks(encoder, scene.image, masks, list(SCENES.classes))
         iou = _match([m.mask for m in masks], scene.masks)
         for k, obj in enumerate(scene.objects):
@@ -112,20 +127,18 @@ def test_label_masks_names_the_shapes(generator: SamAutomaticMaskGenerator, held
 
 
 @needs_align
-def test_find_returns_the_named_object(generator: SamAutomaticMaskGenerator, held_out: SceneGenerator) -> None:
+def test_find_returns_the_named_object(automatic: list[tuple[Any, list[Mask]]]) -> None:
     from alignsam.tools import Encoder
     from alignsam.tools.regions import find
 
     encoder = Encoder.from_pretrained("demo")
     scenes = hits = 0
-    for i in range(400, 440):
-        scene = held_out[i]
+    for scene, masks in automatic:
         unique = [k for k, o in enumerate(scene.objects) if scene.labels.count(o.label) == 1]
         if not unique:
             continue
         k = unique[0]
         query = torch.nn.functional.normalize(encoder.encode_texts([f"a photo of a {scene.labels[k]}."])[0], dim=0)
-        masks = automatic_masks(generator, scene.image)
         best = find(encoder, scene.image, masks, query, top_k=1)
         scenes += 1
         if best and _match([masks[best[0]["id"]].mask], scene.masks[k : k + 1])[0, 0] >= 0.5:

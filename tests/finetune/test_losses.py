@@ -65,3 +65,14 @@ def test_mask_iou_of_empty_and_disjoint_masks() -> None:
     x[2, 2:] = 1.0
     assert mask_iou(x, t).tolist() == [1.0, 0.0, 0.0]
     assert F.mse_loss(mask_iou(x, t), torch.tensor([1.0, 0.0, 0.0])) == 0
+
+
+def test_binary_targets_threshold_the_coverage() -> None:
+    torch.manual_seed(1)
+    logits = torch.randn(2, 3, 8, 8) * 4
+    ious = torch.rand(2, 3)
+    soft = torch.rand(2, 8, 8)
+    binary = sam_loss(logits, ious, soft, LossConfig(binary_targets=True))
+    thresholded = sam_loss(logits, ious, (soft >= 0.5).float(), LossConfig())
+    torch.testing.assert_close(binary.total, thresholded.total)
+    assert not torch.allclose(sam_loss(logits, ious, soft, LossConfig()).total, binary.total)

@@ -152,7 +152,7 @@ def test_command_line_end_to_end(
     code = main([
         "finetune-sam", "--arch", small_arch, "--train-data", str(scenes), "--val-data", str(scenes),
         "--out", str(out), "--steps", "3", "--batch-size", "2", "--rounds", "2", "--lr", "1e-3",
-        "--val-samples", "3", "--eval-points", "2", "--threads", "1", "-q",
+        "--val-samples", "3", "--eval-points", "2", "--threads", "1", "--workers", "1", "-q",
     ])  # fmt: skip
     assert code == 0
     summary = json.loads(capsys.readouterr().out)

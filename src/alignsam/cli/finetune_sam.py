@@ -65,6 +65,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--focal-weight", type=float, help="focal loss weight (20)")
     s.add_argument("--dice-weight", type=float, help="dice loss weight (1)")
     s.add_argument("--iou-weight", type=float, help="IoU-head MSE weight (1)")
+    s.add_argument(
+        "--binary-targets",
+        action="store_const",
+        const=True,
+        help="train on thresholded low-resolution masks instead of each cell's coverage",
+    )
     r = p.add_argument_group("run")
     r.add_argument("--resume", nargs="?", const="auto", metavar="auto|PATH", help="continue from a checkpoint")
     r.add_argument("--save-every", type=int, help="checkpoint every N steps (500)")
@@ -90,6 +96,7 @@ _TOP = (
 _PROMPTS = {"rounds": "rounds", "box_share": "box_share", "box_noise": "box_noise"}
 _PROMPTS |= {"box_noise_max": "box_noise_max", "max_masks": "max_masks"}
 _LOSS = {"focal_weight": "focal_weight", "dice_weight": "dice_weight", "iou_weight": "iou_weight"}
+_LOSS |= {"binary_targets": "binary_targets"}
 
 
 def config_from_args(args: argparse.Namespace) -> Any:

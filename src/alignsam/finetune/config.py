@@ -76,6 +76,10 @@ class LossConfig:
     iou_weight: float = 1.0
     focal_alpha: float = 0.25  # the share of the positive class, as in Lin et al.; -1 disables it
     focal_gamma: float = 2.0
+    # Targets: each low-resolution cell's coverage (sub-cell edges, calibrated logits at the boundary), or
+    # the thresholded mask (coverage >= 0.5; sharper logits, so higher stability scores in the automatic
+    # mask generator).
+    binary_targets: bool = False
 
     def __post_init__(self) -> None:
         _number(self, 0.0, "focal_weight", "dice_weight", "iou_weight", "focal_gamma")

@@ -72,6 +72,8 @@ def sam_loss(
         `LossOutput`; `total` is averaged over the prompts.
     """
     logits = logits.float()
+    if config.binary_targets:
+        targets = (targets >= 0.5).float()
     expanded = targets[:, None].expand_as(logits)
     focal = sigmoid_focal_loss(logits, expanded, config.focal_alpha, config.focal_gamma)  # P x M
     dice = dice_loss(logits, expanded)  # P x M

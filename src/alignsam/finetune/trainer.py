@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -218,7 +219,7 @@ class _Run:
 
     def _log(self, message: str) -> None:
         if self.progress:
-            print(f"alignsam finetune-sam: {message}", flush=True, file=__import__("sys").stderr)
+            print(f"alignsam finetune-sam: {message}", flush=True, file=sys.stderr)
 
     def _loader(self) -> Iterator[list[Prepared | str]]:
         config = self.config
@@ -282,7 +283,8 @@ class _Run:
             out_of_time = config.max_seconds is not None and elapsed >= config.max_seconds
             if (config.save_every and self.step % config.save_every == 0) or self.step == config.steps or out_of_time:
                 self._save(last)
-            if config.eval_every and self.step % config.eval_every == 0 and config.val_data:
+            periodic = config.eval_every and self.step % config.eval_every == 0 and self.step < config.steps
+            if periodic and config.val_data:  # the final evaluation follows the loop
                 self._evaluate(f"step {self.step}")
             if out_of_time and self.step < config.steps:
                 stopped_early = True
