@@ -165,10 +165,10 @@ class Service:
 
     def masks(self, body: dict[str, Any]) -> dict[str, Any]:
         from alignsam.sam.automatic import SamAutomaticMaskGenerator
-        from alignsam.tools.masks import automatic_masks, sa1b
+        from alignsam.tools.masks import automatic_masks, recommended_amg, sa1b
 
         image = self._image(body.get("image"))
-        options = {k: body[k] for k in _AMG_KEYS if k in body}
+        options = {**recommended_amg(self.sam_ref), **{k: body[k] for k in _AMG_KEYS if k in body}}
         generator = SamAutomaticMaskGenerator(self.sam, fast=self.fast, **options)
         found = automatic_masks(generator, image)
         return sa1b("image", image.shape[:2], [m.annotation(i) for i, m in enumerate(found)])

@@ -168,3 +168,23 @@ def test_sam_commands_as_subprocesses(tiny_align_dir, tiny_sam_dir, photo_path):
     code, _, err = run_subprocess("masks", str(photo_path), "--sam-model", "nobody/sam-missing")
     assert code == 1 and "hf download nobody/sam-missing" in err and "Traceback" not in err
     assert json.dumps(out) is not None
+
+
+def test_a_models_amg_json_replaces_the_defaults(capsys, tiny_sam_dir, photo_path, tmp_path):
+    import shutil
+
+    folder = tmp_path / "sam-with-settings"
+    shutil.copytree(tiny_sam_dir, folder)
+    (folder / "amg.json").write_text(
+        json.dumps({"points_per_side": 2, "pred_iou_thresh": 0, "stability_score_thresh": 0})
+    )
+
+    def grid_points(argv):
+        code, out, _ = run_cli(capsys, "masks", str(photo_path), "--sam-model", str(folder), "-q", *argv)
+        assert code == 0
+        return {tuple(a["point_coords"][0]) for a in out["images"][0]["annotations"]}
+
+    # a 2 x 2 grid sits at 1/4 and 3/4 of the 400 x 300 image
+    assert grid_points([]) <= {(100.0, 75.0), (300.0, 75.0), (100.0, 225.0), (300.0, 225.0)}
+    # an option given on the command line wins over the file
+    assert any(p[0] not in (100.0, 300.0) for p in grid_points(["--points-per-side", "3"]))

@@ -52,32 +52,56 @@ def add_sam_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+# The official SamAutomaticMaskGenerator defaults; a model folder's amg.json may recommend others.
+AMG_DEFAULTS: dict[str, float | int] = {
+    "points_per_side": 32,
+    "points_per_batch": 64,
+    "pred_iou_thresh": 0.88,
+    "stability_score_thresh": 0.95,
+    "box_nms_thresh": 0.7,
+    "crop_n_layers": 0,
+    "min_mask_region_area": 0,
+}
+
+
 def add_amg_args(p: argparse.ArgumentParser) -> None:
-    """The automatic mask generator's parameters, with the official defaults."""
-    g = p.add_argument_group("automatic masks (official SamAutomaticMaskGenerator parameters)")
-    g.add_argument("--points-per-side", type=int, default=32, metavar="N", help="grid of N x N points (32)")
-    g.add_argument("--points-per-batch", type=int, default=64, metavar="N", help="points per decoder batch (64)")
-    g.add_argument("--pred-iou-thresh", type=float, default=0.88, metavar="T", help="predicted IoU filter (0.88)")
-    g.add_argument("--stability-score-thresh", type=float, default=0.95, metavar="T", help="stability filter (0.95)")
-    g.add_argument("--box-nms-thresh", type=float, default=0.7, metavar="T", help="box NMS IoU (0.7)")
-    g.add_argument("--crop-n-layers", type=int, default=0, metavar="N", help="layers of image crops (0)")
-    g.add_argument("--min-mask-region-area", type=int, default=0, metavar="PX", help="clean small regions (0)")
+    """The automatic mask generator's parameters. Unset options take the model's recommendation (an
+    `amg.json` beside its weights, as the bundled demo has), else the official defaults."""
+    g = p.add_argument_group(
+        "automatic masks (official SamAutomaticMaskGenerator parameters; a model's amg.json, if any, "
+        "replaces the defaults shown)"
+    )
+    helps = {
+        "points_per_side": "grid of N x N points",
+        "points_per_batch": "points per decoder batch",
+        "pred_iou_thresh": "predicted IoU filter",
+        "stability_score_thresh": "stability filter",
+        "box_nms_thresh": "box NMS IoU",
+        "crop_n_layers": "layers of image crops",
+        "min_mask_region_area": "clean regions smaller than this (px)",
+    }
+    for name, default in AMG_DEFAULTS.items():
+        kind = int if isinstance(default, int) else float
+        flag = "--" + name.replace("_", "-")
+        g.add_argument(
+            flag, type=kind, default=None, metavar="N" if kind is int else "T", help=f"{helps[name]} ({default})"
+        )
+
+
+def amg_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Official defaults, then the model's amg.json, then the options given on the command line."""
+    from alignsam.tools.masks import recommended_amg
+
+    options: dict[str, Any] = dict(AMG_DEFAULTS)
+    options.update(recommended_amg(args.sam_model))
+    options.update({k: getattr(args, k) for k in AMG_DEFAULTS if getattr(args, k) is not None})
+    return options
 
 
 def mask_generator(args: argparse.Namespace, model: Any) -> Any:
     from alignsam.sam.automatic import SamAutomaticMaskGenerator
 
-    return SamAutomaticMaskGenerator(
-        model,
-        points_per_side=args.points_per_side,
-        points_per_batch=args.points_per_batch,
-        pred_iou_thresh=args.pred_iou_thresh,
-        stability_score_thresh=args.stability_score_thresh,
-        box_nms_thresh=args.box_nms_thresh,
-        crop_n_layers=args.crop_n_layers,
-        min_mask_region_area=args.min_mask_region_area,
-        fast=fast_path(args),
-    )
+    return SamAutomaticMaskGenerator(model, fast=fast_path(args), **amg_options(args))
 
 
 def sam_model(args: argparse.Namespace) -> Any:
