@@ -1,6 +1,6 @@
 """Small building blocks shared by the ALIGN and SAM towers."""
 
-from alignsam.layers.activations import get_activation
+from alignsam.layers.activations import get_activation, known_activation
 from alignsam.layers.attention import AttentionImpl, attention, merge_heads, set_attention_impl, split_heads
 from alignsam.layers.drop import DropPath
 from alignsam.layers.norm import LayerNorm2d
@@ -11,6 +11,7 @@ __all__ = [
     "LayerNorm2d",
     "attention",
     "get_activation",
+    "known_activation",
     "merge_heads",
     "set_attention_impl",
     "split_heads",
