@@ -273,3 +273,17 @@ def test_train_transform_crops_flips_and_scales_like_the_processor():
     ref = AlignImageProcessor(size=32, crop_size=32).preprocess(image)
     assert all(np.array_equal(o, ref) or np.array_equal(o, ref[:, :, ::-1]) for o in outs)
     assert any(np.array_equal(o, ref[:, :, ::-1]) for o in outs) and any(np.array_equal(o, ref) for o in outs)
+
+
+def test_grayscale_augmentation_matches_pil_luma():
+    from PIL import Image
+
+    processor = AlignImageProcessor(size=32, crop_size=32)
+    image = np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    grey = TrainTransform(processor, hflip=False, grayscale=1.0)(image, np.random.default_rng(0))
+    assert np.array_equal(grey[0], grey[1]) and np.array_equal(grey[0], grey[2])
+    want = processor.preprocess(np.asarray(Image.fromarray(image).convert("L").convert("RGB")))
+    np.testing.assert_allclose(grey, want, atol=1.01 / 127.5)  # PIL rounds luma in fixed point
+    kept = [TrainTransform(processor, hflip=False, grayscale=0.5)(image, np.random.default_rng(s)) for s in range(40)]
+    n_grey = sum(bool(np.array_equal(k[0], k[1])) for k in kept)
+    assert 8 < n_grey < 32  # about half

@@ -49,6 +49,7 @@ def add_parser(subparsers: Any) -> None:
     g.add_argument("--shuffle-buffer", type=int, help="samples in the shard shuffle buffer (default 2000)")
     g.add_argument("--max-length", type=int, help="caption tokens (default 64)")
     g.add_argument("--no-hflip", dest="hflip", action="store_const", const=False, help="no random horizontal flips")
+    g.add_argument("--grayscale", type=float, help="share of training images turned grey (default 0)")
     g.add_argument("--vocab-captions", type=int, help="captions read to train a vocabulary (default 100000)")
 
     f = p.add_argument_group("filters (thresholds inclusive; see docs/training.md)")
@@ -76,6 +77,9 @@ def add_parser(subparsers: Any) -> None:
     m.add_argument("--vocab-size", type=int, help="size of the WordPiece vocabulary trained on the captions")
     m.add_argument("--image-size", type=int, help="crop size the model trains at (resize = size * 346 / 289)")
     m.add_argument("--resize-size", type=int, help="resize before the crop (default image size * 346 / 289)")
+    m.add_argument(
+        "--no-center-text", dest="center_text", action="store_const", const=False, help="plain projection init"
+    )
     m.add_argument("--lock-image", action="store_const", const=True, help="freeze the image tower (and its BN stats)")
     m.add_argument("--lock-text", action="store_const", const=True, help="freeze BERT (the projection still trains)")
     m.add_argument("--sync-bn", action="store_const", const=True, help="batch norm over the global batch")
@@ -92,6 +96,7 @@ def add_parser(subparsers: Any) -> None:
     o.add_argument("--final-lr", type=float, help="learning rate at the last step (default 0)")
     o.add_argument("--grad-clip", type=float, help="clip the gradient norm (default off)")
     o.add_argument("--min-temperature", type=float, help="lower bound of the temperature (default 0.01)")
+    o.add_argument("--max-temperature", type=float, help="upper bound of the temperature (default none)")
 
     r = p.add_argument_group("run")
     r.add_argument("--steps", type=int, help="optimiser steps (default 1000)")
@@ -142,6 +147,7 @@ _DATA_FIELDS = (
     "shuffle_buffer",
     "max_length",
     "hflip",
+    "grayscale",
     "vocab_captions",
 )
 _MODEL_FIELDS = (
@@ -151,6 +157,7 @@ _MODEL_FIELDS = (
     "vocab_size",
     "image_size",
     "resize_size",
+    "center_text",
     "lock_image",
     "lock_text",
     "sync_bn",
@@ -165,6 +172,7 @@ _OPTIM_FIELDS = (
     "final_lr",
     "grad_clip",
     "min_temperature",
+    "max_temperature",
 )
 _RUN_FIELDS = (
     "out",

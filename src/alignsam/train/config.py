@@ -53,6 +53,7 @@ class DataConfig:
         shuffle_buffer: samples in the shuffle buffer of shard data (tables are permuted whole each epoch).
         max_length: caption tokens, [CLS] and [SEP] included (ALIGN: 64).
         hflip: random horizontal flips (ALIGN: yes).
+        grayscale: share of training images turned grey (ALIGN: 0; open_clip's `gray_scale_prob`).
         filters: which samples to keep (`FilterConfig`).
         vocab_captions: captions read to train a WordPiece vocabulary, when one is trained.
     """
@@ -65,6 +66,7 @@ class DataConfig:
     shuffle_buffer: int = 2000
     max_length: int = 64
     hflip: bool = True
+    grayscale: float = 0.0
     filters: FilterConfig = dataclasses.field(default_factory=FilterConfig)
     vocab_captions: int = 100_000
 
@@ -77,6 +79,8 @@ class DataConfig:
         _at_least(self, 0, "workers")
         _at_least(self, 1, "shuffle_buffer", "vocab_captions")
         _at_least(self, 2, "max_length")
+        if not 0.0 <= self.grayscale <= 1.0:
+            raise ConfigError(f"DataConfig.grayscale must be a share in [0, 1], got {self.grayscale}.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +97,8 @@ class ModelSpec:
             scratch) or the processor's (fine-tuning).
         resize_size: the size images are resized to before the (random or centre) crop; None is ALIGN's
             ratio, `round(image_size * 346 / 289)`.
+        center_text: from scratch: initialise the text projection's bias so that the mean text embedding of
+            the first training captions is zero (see `models.center_text_projection`).
         lock_image, lock_text: freeze a tower (its weights and its batch-norm statistics).
         sync_bn: batch-norm statistics over the global batch of all processes.
     """
@@ -103,6 +109,7 @@ class ModelSpec:
     vocab_size: int = 8000
     image_size: int | None = None
     resize_size: int | None = None
+    center_text: bool = True
     lock_image: bool = False
     lock_text: bool = False
     sync_bn: bool = False
@@ -129,6 +136,7 @@ class OptimConfig:
         grad_clip: clip the global gradient norm (None: off).
         min_temperature: the temperature is kept at or above this after each step (open_clip's logit-scale
             clamp at 100 is 0.01).
+        max_temperature: and at or below this (None: no bound); equal bounds fix the temperature.
     """
 
     optimizer: OptimizerName = "lamb"
@@ -141,9 +149,12 @@ class OptimConfig:
     final_lr: float = 0.0
     grad_clip: float | None = None
     min_temperature: float = 0.01
+    max_temperature: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+        if self.max_temperature is not None and self.max_temperature < self.min_temperature:
+            raise ConfigError(f"max_temperature {self.max_temperature} < min_temperature {self.min_temperature}.")
         _choice(self, "optimizer", OptimizerName)
         _choice(self, "schedule", ScheduleName)
         _at_least(self, 0, "lr", "weight_decay", "eps", "warmup_steps", "final_lr", "grad_clip", "min_temperature")

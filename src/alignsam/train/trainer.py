@@ -272,7 +272,7 @@ class Trainer:
         stream = PairStream(
             self.source,
             tokenizer=self.processor.tokenizer,
-            transform=TrainTransform(self.processor.image_processor, hflip=data.hflip),
+            transform=TrainTransform(self.processor.image_processor, hflip=data.hflip, grayscale=data.grayscale),
             sample_filter=SampleFilter(data.filters, banned),
             batch_size=self.config.batch_size,
             seed=self.config.seed,
@@ -328,7 +328,7 @@ class Trainer:
                 torch.nn.utils.clip_grad_norm_(trainable, cfg.optim.grad_clip)
             self.optimizer.step()
             with torch.no_grad():  # a temperature near 0 would blow the logits up
-                self.model.temperature.clamp_(min=cfg.optim.min_temperature)
+                self.model.temperature.clamp_(min=cfg.optim.min_temperature, max=cfg.optim.max_temperature)
             self.step += 1
             self.history.append((self.step, float(loss)))
             window_loss, window_steps = window_loss + loss.cpu(), window_steps + 1

@@ -21,12 +21,17 @@ class TrainTransform:
         processor: the model's image processor (resize, crop size, rescaling).
         hflip: flip half of the images left-right (the paper does; turn it off when captions say
             "left" and "right", as the synthetic ones sometimes do).
+        grayscale: share of images turned grey (ITU-R 601 luma in all three channels), as open_clip's
+            `gray_scale_prob`: on those, colour words cannot be matched, so the shapes must be.
         augment: False gives the processor's deterministic centre crop (evaluation).
     """
 
-    def __init__(self, processor: AlignImageProcessor, *, hflip: bool = True, augment: bool = True) -> None:
+    def __init__(
+        self, processor: AlignImageProcessor, *, hflip: bool = True, grayscale: float = 0.0, augment: bool = True
+    ) -> None:
         self.processor = processor
         self.hflip = hflip
+        self.grayscale = grayscale
         self.augment = augment and processor.do_resize
         # The same scaling as `processor`, applied to the already resized and cropped array.
         settings = {**processor.to_dict(), "do_resize": False, "do_center_crop": False}
@@ -52,8 +57,18 @@ class TrainTransform:
 
     def _finish(self, arr: np.ndarray, rng: np.random.Generator, *, scaled: bool) -> np.ndarray:
         flip = self.hflip and rng.random() < 0.5
+        grey = self.grayscale > 0 and rng.random() < self.grayscale
         if scaled:  # 3 x H x W, already scaled
-            return np.ascontiguousarray(arr[:, :, ::-1]) if flip else arr
+            arr = arr[:, :, ::-1] if flip else arr
+            return np.ascontiguousarray(np.repeat(_luma(arr, 0)[None], 3, 0) if grey else arr)
         if flip:
             arr = arr[:, ::-1]
+        if grey:  # H x W x 3 uint8
+            arr = np.repeat(np.rint(_luma(arr.astype(np.float32), 2)).astype(np.uint8)[:, :, None], 3, 2)
         return self._scale.preprocess(np.ascontiguousarray(arr))
+
+
+def _luma(arr: np.ndarray, axis: int) -> np.ndarray:
+    """ITU-R 601 luma of the RGB channels on `axis` (what PIL's convert("L") computes)."""
+    weights = np.array([0.299, 0.587, 0.114], np.float32)
+    return np.tensordot(arr, weights, axes=([axis], [0]))
