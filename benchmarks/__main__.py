@@ -85,6 +85,20 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
         rows.append(
             ("ALIGN text features vs transformers, same dynamic padding", ">= 1.2x", f"{same:.2f}x", same >= 1.2)
         )
+    sam = results.get("sam", {}).get("set_image", {})
+    if "ratio_transformers_over_alignsam" in sam:
+        r = sam["ratio_transformers_over_alignsam"]
+        rows.append(("SAM vit_b set_image vs transformers (fp32)", ">= 1.5x", f"{r:.2f}x", r >= 1.5))
+        rb = sam["ratio_transformers_over_alignsam_bf16"]
+        iou = results["sam"]["bf16_mask_iou"]["min"]
+        rows.append(
+            (
+                "SAM set_image, bf16, mask IoU to fp32",
+                ">= 3x, IoU >= 0.98",
+                f"{rb:.2f}x, IoU {iou:.3f}",
+                rb >= 3 and iou >= 0.98,
+            )
+        )
     cold = _timing(results, "cli", "cold start")
     if cold:
         r = cold["ratio_vs_transformers"]

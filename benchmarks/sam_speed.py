@@ -1,7 +1,8 @@
 """SAM speed: alignsam's vit_b beside transformers' `SamModel` on the same weights, in one process.
 
 Measures, with interleaved repetitions (medians, and the ratio transformers / alignsam):
-- `set_image`: preprocessing (resize to 1024, normalise, pad) plus the image encoder;
+- `set_image`: preprocessing (resize to 1024, normalise, pad) plus the image encoder; also alignsam's bf16
+  autocast option, with the IoU of its masks to the fp32 masks for a grid of point prompts;
 - per-prompt `predict`: one foreground point, three masks, post-processed to the original image size;
 - the automatic mask generator's seconds per image (official defaults: 32 x 32 points), alignsam only.
 
@@ -27,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from alignsam.inference import FastPath
 from alignsam.sam import SamAutomaticMaskGenerator, SamModel, SamPredictor
 
 QUICK_VISION = {
@@ -113,9 +115,13 @@ def _run(quick: bool, reps: int, amg: bool) -> dict[str, Any]:
 
             ours = SamModel.from_config(sam_vit_b()).eval()
     predictor = SamPredictor(ours)
+    bf16 = SamPredictor(ours, fast=FastPath(precision="bf16"))
     size = ours.config.image_size
 
-    set_image: dict[str, Callable[[], Any]] = {"alignsam": lambda: predictor.set_image(image)}
+    set_image: dict[str, Callable[[], Any]] = {
+        "alignsam": lambda: predictor.set_image(image),
+        "alignsam bf16": lambda: bf16.set_image(image),
+    }
     predict: dict[str, Callable[[], Any]] = {
         "alignsam": lambda: predictor.predict(point_coords=point, point_labels=np.array([1]))
     }
@@ -154,6 +160,8 @@ def _run(quick: bool, reps: int, amg: bool) -> dict[str, Any]:
     try:
         results["set_image"] = _median_times(set_image, reps)
         predictor.set_image(image)
+        bf16.set_image(image)
+        results["bf16_mask_iou"] = _mask_iou(predictor, bf16, h, w)
         if hf is not None:
             hf_set_image()
         results["predict"] = _median_times(predict, reps * 4)
@@ -171,7 +179,26 @@ def _run(quick: bool, reps: int, amg: bool) -> dict[str, Any]:
     for key in ("set_image", "predict"):
         if "transformers" in results[key]:
             results[key]["ratio_transformers_over_alignsam"] = results[key]["transformers"] / results[key]["alignsam"]
+    if "transformers" in results["set_image"]:
+        row = results["set_image"]
+        row["ratio_transformers_over_alignsam_bf16"] = row["transformers"] / row["alignsam bf16"]
     return results
+
+
+def _mask_iou(fp32: SamPredictor, bf16: SamPredictor, h: int, w: int, side: int = 4) -> dict[str, float]:
+    """IoU of the bf16 predictor's masks to the fp32 ones: a side x side grid of one-point prompts, three masks
+    each (both predictors have their image set). With random weights (the suite's) masks are arbitrary
+    shapes with many pixels near the threshold, so this is a lower bound of what trained weights give."""
+    ious = []
+    for y in (np.arange(side) + 0.5) * h / side:
+        for x in (np.arange(side) + 0.5) * w / side:
+            kwargs = {"point_coords": np.array([[x, y]]), "point_labels": np.array([1])}
+            a, _, _ = fp32.predict(**kwargs)
+            b, _, _ = bf16.predict(**kwargs)
+            for ma, mb in zip(a, b, strict=True):
+                union = np.logical_or(ma, mb).sum()
+                ious.append(1.0 if union == 0 else float(np.logical_and(ma, mb).sum() / union))
+    return {"min": min(ious), "median": float(np.median(ious)), "masks": len(ious)}
 
 
 def _report(results: dict[str, Any]) -> str:
