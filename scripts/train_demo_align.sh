@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Reproduce the bundled `demo` ALIGN (src/alignsam/presets/align-demo/) and the noise table of docs/training.md.
+# The demonstration ALIGN recipe and the noise table of docs/training.md. Not shipped yet: this recipe does not
+# reach the targets in 30 minutes (docs/training.md, "The demonstration model", says what it learns and what next).
 #
 #   scripts/train_demo_align.sh                  # 30% noisy captions: the shipped model
 #   NOISE=0.6 RUN=runs/demo-noise60 scripts/train_demo_align.sh
@@ -11,7 +12,7 @@ set -euo pipefail
 NOISE=${NOISE:-0.3}
 DATA=${DATA:-data/synthetic-noise${NOISE}}
 RUN=${RUN:-runs/align-demo-noise${NOISE}}
-STEPS=${STEPS:-2400}
+STEPS=${STEPS:-5000}
 SCENES=${SCENES:-100000}
 
 # 1. 100,000 noisy pairs of 64 px scenes as webdataset shards (PNG: JPEG's chroma subsampling smears the
@@ -23,11 +24,12 @@ LAST=$(printf '%05d' $(( (SCENES + 999) / 1000 - 1 )))
 
 # 2. Train from scratch: a WordPiece vocabulary learnt from the captions, the align-demo architecture
 #    (64 px EfficientNet width 0.5 / depth 0.5, 2-layer 128-wide BERT). No flips: captions say left and right.
+#    20% grey images (matched only by shape). Stops after 30 minutes of training whatever the step.
 alignsam train \
     --train-data "$DATA/{00000..$LAST}.tar" --out "$RUN" \
     --arch align-demo --vocab-size 1000 --vocab-captions 20000 --image-size 64 --resize-size 68 --no-hflip \
-    --batch-size 128 --steps "$STEPS" --opt adamw --lr 2e-3 --wd 0.05 --warmup 200 --schedule linear \
-    --workers 0 --log-every 50 --save-every 300 --seed 0
+    --grayscale 0.2 --batch-size 128 --steps "$STEPS" --opt adamw --lr 2e-3 --wd 0.05 --warmup 200 --schedule cosine \
+    --workers 0 --log-every 50 --save-every 500 --keep-checkpoints 20 --seed 0 --max-seconds 1800
 
 # 3. Held-out benchmark: zero-shot top-1/top-5 over 64 shape x colour classes, R@K among 1,000 scenes.
 alignsam eval synthetic --model "$RUN/model" --no-progress -o "$RUN/eval.json"
