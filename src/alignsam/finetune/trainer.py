@@ -27,7 +27,6 @@ from typing import Any
 
 import torch
 
-from alignsam.errors import ConfigError
 from alignsam.finetune.cache import EmbeddingCache, cache_key
 from alignsam.finetune.config import FinetuneConfig
 from alignsam.finetune.data import open_dataset
@@ -184,17 +183,12 @@ class _Run:
     # --- set-up -------------------------------------------------------------------------------------------
 
     def _resume_state(self, resume: str | None) -> dict[str, Any] | None:
-        if resume is None:
+        found = ckpt.resume_state(
+            self.out, resume, self.config.to_dict(), lambda d: FinetuneConfig.from_dict(d).to_dict(), _RESUME_INVARIANT
+        )
+        if found is None:
             return None
-        path = ckpt.latest_checkpoint(self.out) if resume == "auto" else Path(resume)
-        if path is None:
-            return None
-        state = ckpt.load_checkpoint(path)
-        saved = FinetuneConfig.from_dict(state["config"]).to_dict()
-        current = self.config.to_dict()
-        changed = [k for k in _RESUME_INVARIANT if saved[k] != current[k]]
-        if changed:
-            raise ConfigError(f"Cannot resume from '{path}': these settings differ from the checkpoint's: {changed}.")
+        path, state = found
         self._log(f"resuming from {path} at step {state['step']}")
         return state
 

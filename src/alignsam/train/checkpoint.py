@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from alignsam.errors import CheckpointError
+from alignsam.errors import CheckpointError, ConfigError
 
 VERSION = 1
 _NAME = re.compile(r"^step-(\d+)\.pt$")
@@ -85,3 +86,28 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(data, dict) or data.get("version") != VERSION:
         raise CheckpointError(f"'{path}' is not an alignsam training checkpoint (version {VERSION}).")
     return data
+
+
+def resume_state(
+    out: str | os.PathLike[str],
+    resume: str | None,
+    current: dict[str, Any],
+    normalise: Callable[[dict[str, Any]], dict[str, Any]],
+    invariant: Iterable[str],
+) -> tuple[Path, dict[str, Any]] | None:
+    """The checkpoint to resume from ("auto": the newest in `out`; a path; None: none) and its contents.
+
+    `current` is the run's configuration as a dict, `normalise` turns a saved one into the same form
+    (`Config.from_dict(d).to_dict()`); the settings named in `invariant` must not have changed.
+    """
+    if resume is None:
+        return None
+    path = latest_checkpoint(out) if resume == "auto" else Path(resume)
+    if path is None:
+        return None
+    state = load_checkpoint(path)
+    saved = normalise(state["config"])
+    changed = [k for k in invariant if saved[k] != current[k]]
+    if changed:
+        raise ConfigError(f"Cannot resume from '{path}': these settings differ from the checkpoint's: {changed}.")
+    return path, state

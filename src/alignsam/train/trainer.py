@@ -212,17 +212,12 @@ class Trainer:
     # --- set-up -----------------------------------------------------------------------------------------
 
     def _resume_state(self, resume: str | None) -> dict[str, Any] | None:
-        if resume is None:
+        found = ckpt.resume_state(
+            self.out, resume, self.config.to_dict(), lambda d: TrainConfig.from_dict(d).to_dict(), _RESUME_INVARIANT
+        )
+        if found is None:
             return None
-        path = ckpt.latest_checkpoint(self.out) if resume == "auto" else Path(resume)
-        if path is None:
-            return None
-        state = ckpt.load_checkpoint(path)
-        saved = TrainConfig.from_dict(state["config"]).to_dict()
-        current = self.config.to_dict()
-        changed = [k for k in _RESUME_INVARIANT if saved[k] != current[k]]
-        if changed:
-            raise ConfigError(f"Cannot resume from '{path}': these settings differ from the checkpoint's: {changed}.")
+        path, state = found
         if len(state["data"]) != self.world.world_size:
             raise ConfigError(
                 f"'{path}' was written by {len(state['data'])} processes; resume with the same number "
