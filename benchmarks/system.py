@@ -33,11 +33,17 @@ def count_flops(fn: Callable[[], Any]) -> int:
 
 
 def peak_rss_mb(argv: list[str], timeout: int = 600) -> tuple[float, str]:
-    """Run `argv` in a fresh process; its peak resident memory in MB, and its stdout."""
+    """Run `argv` in a fresh process; its peak resident memory in MB, and its stdout.
+
+    The peak is the process's own high-water mark, `VmHWM` in /proc/self/status. Not `ru_maxrss`: Linux
+    carries that across fork and exec, so a child of a large process (this suite, with transformers and
+    align-base loaded) reports its parent's size. `ru_maxrss` is the fallback where /proc is missing."""
     code = (
         "import resource, runpy, sys; sys.argv = sys.argv[1:];"
         "\ntry:\n    runpy.run_module(sys.argv[0], run_name='__main__')\nexcept SystemExit:\n    pass"
-        "\nprint('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)"
+        "\ntry:\n    hwm = [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0]"
+        "\nexcept (OSError, IndexError):\n    hwm = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss"
+        "\nprint('PEAK_RSS_KB', hwm, file=sys.stderr)"
     )
     proc = subprocess.run(
         [sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=timeout, check=False

@@ -11,7 +11,7 @@ import copy
 import pytest
 import torch
 
-from alignsam.align import AlignConfig, AlignTextConfig, AlignVisionConfig, align_base
+from alignsam.align import AlignConfig, AlignModel, AlignTextConfig, AlignVisionConfig, align_base
 from alignsam.align.inference import prepare_align
 from alignsam.inference import FastPath
 
@@ -92,3 +92,21 @@ def test_folding_needs_eval_statistics_not_training():
     model = prepare_align(conditioned_align(small_config()), FastPath())
     assert all(not isinstance(m, torch.nn.BatchNorm2d) for m in model.vision_model.modules())
     assert not model.training
+
+
+def test_fast_path_keeps_one_copy_of_the_image_weights(tmp_path):
+    """Folding writes into the convolution weights where they lie and channels-last copies only kernels
+    not already in that layout (the stem), so weights memory-mapped from a checkpoint are not held twice
+    (align-base inference peaked ~250 MB higher before)."""
+    plain = conditioned_align(small_config())
+    plain.save_pretrained(tmp_path)
+    model = AlignModel.from_pretrained(tmp_path)
+    net = model.vision_model.efficientnet
+    before = {name: p.data_ptr() for name, p in net.named_parameters() if p.dim() == 4}
+    prepare_align(model, FastPath())
+    after = {name: p.data_ptr() for name, p in net.named_parameters() if p.dim() == 4}
+    assert set(after) == set(before)  # the same convolutions, folded in place (no new modules)
+    moved = sorted(name for name in after if after[name] != before[name])
+    assert moved == ["stem.conv.weight"], moved  # 1x1 and depthwise kernels already have channels-last layout
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in net.parameters() if p.dim() == 4)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())

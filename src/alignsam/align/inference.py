@@ -16,9 +16,21 @@ def prepare_align(model: AlignModel, fast: FastPath) -> AlignModel:
     if fast.fold_batchnorm:
         fold_batchnorm(net)
     if fast.channels_last:
-        net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        to_channels_last(net)
     if fast.compile:
         # setattr: the compiled wrapper stands in for the module and forwards attribute access to it
         setattr(model.vision_model, "efficientnet", torch.compile(net))  # noqa: B010
         setattr(model.text_model, "bert", torch.compile(model.text_model.bert, dynamic=True))  # noqa: B010
     return model
+
+
+def to_channels_last(net: torch.nn.Module) -> None:
+    """Convolution weights in channels-last order, copying only those not already in it.
+
+    `Module.to(memory_format=...)` copies every 4-D weight, even 1x1 and depthwise kernels whose layout is
+    channels-last already; for weights memory-mapped from a checkpoint that kept a second copy of most of
+    align-base's image tower (~250 MB) resident."""
+    with torch.no_grad():
+        for param in net.parameters():
+            if param.dim() == 4 and not param.is_contiguous(memory_format=torch.channels_last):
+                param.data = param.data.contiguous(memory_format=torch.channels_last)
