@@ -169,7 +169,7 @@ def fold_batchnorm(net: EfficientNet) -> EfficientNet:
     def fold(owner: nn.Module, conv_name: str, bn_name: str) -> None:
         conv, bn = getattr(owner, conv_name), getattr(owner, bn_name)
         if isinstance(bn, nn.BatchNorm2d):
-            setattr(owner, conv_name, fold_conv_bn(conv, bn))
+            fold_conv_bn(conv, bn)  # in place: the convolution stays where it is
             setattr(owner, bn_name, nn.Identity())
 
     fold(net.stem, "conv", "bn")
