@@ -7,21 +7,13 @@ multi-object scenes. The figures the shipped weights reach are in docs/training.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
-from alignsam import presets
 from alignsam.align.load import load_align, resolve_align
 from alignsam.cli import main as cli_main
 from alignsam.eval import synthetic_benchmark
 from alignsam.tools import Encoder
-
-ALIGN_DEMO = Path(presets.__file__).parent / "align-demo"
-pytestmark = pytest.mark.skipif(
-    not (ALIGN_DEMO / "config.json").is_file(),
-    reason=f"the demonstration ALIGN ({ALIGN_DEMO}) is not in this checkout yet",
-)
 
 
 @pytest.fixture(scope="module")

@@ -188,3 +188,47 @@ def test_a_models_amg_json_replaces_the_defaults(capsys, tiny_sam_dir, photo_pat
     assert grid_points([]) <= {(100.0, 75.0), (300.0, 75.0), (100.0, 225.0), (300.0, 225.0)}
     # an option given on the command line wins over the file
     assert any(p[0] not in (100.0, 300.0) for p in grid_points(["--points-per-side", "3"]))
+
+
+def test_a_models_regions_json_sets_the_crops(capsys, tiny_align_dir, tiny_sam_dir, photo_path, tmp_path):
+    import shutil
+
+    from alignsam.errors import InputError
+    from alignsam.tools import Encoder
+    from alignsam.tools.regions import crop_style
+
+    folder = tmp_path / "align-with-settings"
+    shutil.copytree(tiny_align_dir, folder)
+    (folder / "regions.json").write_text(json.dumps({"context": 3.0, "background": "blur", "unknown": 1}))
+    encoder = Encoder.from_pretrained(folder)
+    assert encoder.crop_defaults == {"context": 3.0, "background": "blur"}
+    assert crop_style(encoder) == CropStyle(3.0, "blur")
+    assert crop_style(encoder, context=1.5) == CropStyle(1.5, "blur")  # a given value wins
+    assert crop_style(Encoder.from_pretrained(tiny_align_dir)) == CropStyle()  # no file: the defaults
+
+    labels = ["person", "rocket", "flag", "sky", "helmet"]
+    argv = ["label-masks", str(photo_path), "--labels", *labels, "--sam-model", str(tiny_sam_dir), *AMG, "-q"]
+
+    def first_scores(*extra: str) -> tuple[list[float], np.ndarray, np.ndarray]:
+        code, out, _ = run_cli(capsys, *argv, *extra)
+        assert code == 0
+        ann = out["images"][0]["annotations"][0]
+        image = np.asarray(Image.open(photo_path).convert("RGB"))
+        return [p["score"] for p in ann["class_proposals"]], decode_rle(ann["segmentation"]), image
+
+    # the command uses the model's crops: its scores are those of the crop made with the file's settings
+    scores, mask, image = first_scores("--model", str(folder))
+    prepare_crop(image, mask, CropStyle(3.0, "blur")).save(tmp_path / "crop.png")
+    code, cls, _ = run_cli(
+        capsys, "classify", str(tmp_path / "crop.png"), "--labels", *labels, "--model", str(folder), "-q"
+    )
+    assert code == 0
+    assert cls["predictions"][0]["scores"][0] == pytest.approx(scores[0], abs=1e-4)
+    # options on the command line win over the file
+    given, _, _ = first_scores("--model", str(folder), "--context", "1.2", "--background", "gray")
+    plain, _, _ = first_scores("--model", str(tiny_align_dir))
+    assert given == pytest.approx(plain, abs=1e-6)
+
+    (folder / "regions.json").write_text(json.dumps({"context": "wide"}))
+    with pytest.raises(InputError, match="context must be a number"):
+        crop_style(Encoder.from_pretrained(folder))

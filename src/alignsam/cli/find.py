@@ -42,14 +42,14 @@ def run(args: argparse.Namespace) -> int:
     from alignsam.tools.files import list_images
     from alignsam.tools.masks import automatic_masks
     from alignsam.tools.pipeline import for_each_image, write_overlay
-    from alignsam.tools.regions import CropStyle, find, region_query
+    from alignsam.tools.regions import crop_style, find, region_query
     from alignsam.tools.templates import resolve_templates
 
     if args.ref_image and args.ref_box is None:
         raise InputError("--ref-image needs --ref-box X0,Y0,X1,Y1 (the region to look for).")
     found = list_images(args.images)
-    style = CropStyle(args.context, args.background)
     encoder = c.make_encoder(args)
+    style = crop_style(encoder, args.context, args.background)
     if args.text is not None:
         if not args.text.strip():
             raise InputError("--text is empty.")

@@ -23,10 +23,14 @@ def add_crop_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--background",
         choices=["gray", "blur", "keep"],
-        default="gray",
-        help="what ALIGN sees outside the mask in its crop: gray (default), blurred, or kept as is",
+        help="what ALIGN sees outside the mask in its crop: gray, blurred, or kept as is (default: the model's "
+        "regions.json, else gray)",
     )
-    p.add_argument("--context", type=float, default=1.2, help="crop side as a multiple of the mask's box (1.2)")
+    p.add_argument(
+        "--context",
+        type=float,
+        help="crop side as a multiple of the mask's box (default: the model's regions.json, else 1.2)",
+    )
     p.add_argument("--templates", default="photo", help="prompt template set or template (see classify)")
 
 
@@ -67,12 +71,12 @@ def run(args: argparse.Namespace) -> int:
     from alignsam.tools.files import list_images
     from alignsam.tools.masks import automatic_masks
     from alignsam.tools.pipeline import for_each_image, write_overlay
-    from alignsam.tools.regions import CropStyle, label_masks
+    from alignsam.tools.regions import crop_style, label_masks
 
     found = list_images(args.images)
     vocab = vocabulary(args)
-    style = CropStyle(args.context, args.background)
     encoder = c.make_encoder(args)
+    style = crop_style(encoder, args.context, args.background)
     generator = c.mask_generator(args, c.sam_model(args))
 
     def work(path, image):

@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 import re
 import socket
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
-from alignsam.errors import ModelNotFoundError
+from alignsam.errors import AlignSamError, ModelNotFoundError
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
 _PATH_HINTS = (os.sep, "/", "\\", "~")
@@ -101,6 +102,22 @@ def resolve_first(
     if required:
         raise ModelNotFoundError(f"Hub repository '{repo_id}' holds none of {list(candidates)}.")
     return None
+
+
+def recommended_settings(ref: str | os.PathLike[str], filename: str, allowed: Collection[str]) -> dict[str, Any]:
+    """The settings a model recommends in `filename` (a JSON object) beside its weights, keeping the keys in
+    `allowed`; {} when it has none. Local folders are read; hub repositories are looked up in the cache only
+    (the file is optional, so it never costs a download or an error). A weights file given directly has no
+    folder of settings."""
+    from alignsam.io.files import read_json_object
+
+    try:
+        path = resolve_first(ref, [filename], required=False)
+    except AlignSamError:
+        return {}
+    if path is None or path.name != filename:
+        return {}
+    return {k: v for k, v in read_json_object(path).items() if k in allowed}
 
 
 def _from_cache(repo_id: str, filename: str, revision: str | None, cache_dir: CacheDir) -> Path | None:

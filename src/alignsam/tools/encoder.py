@@ -20,11 +20,12 @@ import numpy as np
 import torch
 
 from alignsam.align.inference import prepare_align
-from alignsam.align.load import DEFAULT_MODEL, load_align
+from alignsam.align.load import DEFAULT_MODEL, load_align, resolve_align
 from alignsam.align.model import AlignModel
 from alignsam.align.processing import DEFAULT_MAX_LENGTH, AlignProcessor
 from alignsam.errors import AlignSamError, InputError
 from alignsam.inference import PLAIN, FastPath
+from alignsam.io.hub import recommended_settings
 from alignsam.io.images import ImageInput
 from alignsam.tools.templates import resolve_templates
 
@@ -61,6 +62,11 @@ class Encoder:
         fast: speed options applied to the model *in place* (see `alignsam.inference.FastPath`); the
             default folds batch norms and uses channels-last, both exact to float32 rounding. Pass
             `alignsam.inference.PLAIN` to leave the model untouched.
+
+    `crop_defaults` holds what the model recommends for the crops that `alignsam.tools.regions` embeds
+    (`context`, `background`), read by `from_pretrained` from a `regions.json` beside the weights; {} means
+    the general defaults. The bundled `demo` recommends a wide context: it was trained on scenes where
+    objects fill 12-40% of the image, and a tight crop shows it something it has never seen.
     """
 
     def __init__(
@@ -83,6 +89,7 @@ class Encoder:
         self.workers = max(1, workers)
         self.progress = progress
         self.max_length = max_length
+        self.crop_defaults: dict[str, Any] = {}
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
 
@@ -91,7 +98,9 @@ class Encoder:
         cls, ref: str | os.PathLike[str] = DEFAULT_MODEL, *, device: str | None = None, **kwargs: Any
     ) -> Encoder:
         model, processor = load_align(ref, device=device)
-        return cls(model, processor, **kwargs)
+        encoder = cls(model, processor, **kwargs)
+        encoder.crop_defaults = recommended_settings(resolve_align(ref), "regions.json", ("context", "background"))
+        return encoder
 
     @property
     def logit_scale(self) -> float:

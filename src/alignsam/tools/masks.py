@@ -30,23 +30,14 @@ def load_sam(ref: str | os.PathLike[str] = DEFAULT_SAM, device: str | None = Non
 def recommended_amg(ref: str | os.PathLike[str]) -> dict[str, Any]:
     """The automatic-mask settings a model recommends in an `amg.json` beside its weights (a bundled preset
     or a local folder; hub repositories are looked up in the cache only), or {} if it has none."""
-    from alignsam.errors import AlignSamError
-    from alignsam.io.files import read_json_object
-    from alignsam.io.hub import resolve_first
+    from alignsam.io.hub import recommended_settings
 
     bundled = presets.path("sam", ref) if isinstance(ref, str) else None
-    where: str | os.PathLike[str] = bundled if bundled is not None else ref
-    try:
-        path = resolve_first(where, ["amg.json"], required=False)
-    except AlignSamError:
-        return {}
-    if path is None or path.name != "amg.json":  # a weights file given directly has no folder of settings
-        return {}
     allowed = {
         "points_per_side", "points_per_batch", "pred_iou_thresh", "stability_score_thresh", "box_nms_thresh",
         "crop_n_layers", "min_mask_region_area",
     }  # fmt: skip
-    return {k: v for k, v in read_json_object(path).items() if k in allowed}
+    return recommended_settings(bundled if bundled is not None else ref, "amg.json", allowed)
 
 
 @dataclasses.dataclass

@@ -11,6 +11,11 @@ the object dominates:
 
 The square is taken so that ALIGN's preprocessing, which resizes to a square, does not distort the shape;
 parts of the square outside the image are filled like the background.
+
+When no style is given, the encoder's model decides (`Encoder.crop_defaults`, from a `regions.json` beside
+its weights), else `CropStyle()`: a model does best on crops that look like its training images, and the
+bundled `demo` saw small objects in wide scenes (with context 1.2 it names 6% of the held-out shapes right,
+with 3.0 all of them).
 """
 
 from __future__ import annotations
@@ -48,10 +53,19 @@ class CropStyle:
     background: Background = "gray"
 
     def __post_init__(self) -> None:
+        if not isinstance(self.context, int | float) or isinstance(self.context, bool):
+            raise InputError(f"context must be a number, got {self.context!r}.")
         if self.context < 1.0:
             raise InputError(f"context must be at least 1.0 (the box itself), got {self.context}.")
         if self.background not in ("gray", "blur", "keep"):
             raise InputError(f"background must be gray, blur or keep, not {self.background!r}.")
+
+
+def crop_style(encoder: Encoder, context: float | None = None, background: Background | None = None) -> CropStyle:
+    """The crop style to use with `encoder`: the given values, else the model's recommendation, else the
+    defaults of `CropStyle`."""
+    given = {k: v for k, v in (("context", context), ("background", background)) if v is not None}
+    return CropStyle(**{**encoder.crop_defaults, **given})
 
 
 def prepare_crop(image: np.ndarray, mask: np.ndarray, style: CropStyle | None = None) -> Image.Image:
@@ -100,7 +114,7 @@ def label_masks(
     `vocab`, from the model's own logit scale), in SA-1B annotation records."""
     if len(vocab) < 1:
         raise InputError("The vocabulary of classes is empty.")
-    style = style or CropStyle()
+    style = style or crop_style(encoder)
     classes = cached_classifier(encoder, list(vocab), templates)  # C x D
     embeds = embed_masks(encoder, image, masks, style)  # M x D
     probs = (encoder.logit_scale * embeds @ classes.T).softmax(dim=-1)
@@ -128,7 +142,8 @@ def region_query(
         raise InputError(f"The reference box {list(box)} is not a non-empty box inside the {w}x{h} image.")
     mask = np.zeros((h, w), bool)
     mask[y0:y1, x0:x1] = True
-    keep = CropStyle(context=(style or CropStyle()).context, background="keep")  # the whole box is the region
+    context = (style or crop_style(encoder)).context
+    keep = CropStyle(context=context, background="keep")  # the whole box is the region
     return embed_masks(encoder, image, [Mask(mask, 1.0)], keep)[0]
 
 
@@ -149,7 +164,7 @@ def find(
     """
     if not masks:
         return []
-    embeds = embed_masks(encoder, image, masks, style or CropStyle())
+    embeds = embed_masks(encoder, image, masks, style or crop_style(encoder))
     cosine = embeds @ query  # M
     probs = (encoder.logit_scale * cosine).softmax(dim=0)
     order = sorted(range(len(masks)), key=lambda i: (-float(cosine[i]), -masks[i].predicted_iou))[:top_k]
