@@ -10,10 +10,10 @@ import torch
 from alignsam.errors import ConfigError, InputError, PromptError
 from alignsam.io import load_weights_into
 from alignsam.layers import set_attention_impl
-from alignsam.sam import ImageEncoderConfig, MaskDecoderConfig, SamConfig, SamModel
+from alignsam.sam import ImageEncoderConfig, MaskDecoderConfig, SamConfig, SamModel, image_encoder
 from alignsam.sam.config import SAM_PRESETS
 from alignsam.sam.convert import official_to_alignsam
-from alignsam.sam.image_encoder import decomposed_rel_pos, window_partition, window_unpartition
+from alignsam.sam.image_encoder import decomposed_rel_pos, rel_pos_attention, window_partition, window_unpartition
 from tests.sam.sam_testing import official_from_config, randomize_, tiny_config
 
 
@@ -144,6 +144,30 @@ def test_decomposed_rel_pos_matches_official(official: Any) -> None:
     )
     got = decomposed_rel_pos(q, short_h, short_w, (size, size), (size, size))
     torch.testing.assert_close(got.reshape(b * heads, size * size, size * size), expected)
+
+
+@pytest.mark.parametrize("rows", [1, 3, 7])  # one grid row per slice; slices of 3 (the last one short); whole
+def test_rel_pos_attention_in_slices_equals_the_whole_bias(monkeypatch: pytest.MonkeyPatch, rows: int) -> None:
+    """Inference builds the bias a few query rows at a time; the result must equal the whole-bias attention
+    to float32 rounding (observed: at most 7e-7 on values of about 1, the kernel blocks the rows otherwise),
+    and training must still get gradients through the whole bias."""
+    from alignsam.layers import attention
+
+    b, heads, size, dim = 2, 3, 7, 8
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(b, heads, size * size, dim).transpose(1, 2).contiguous().transpose(1, 2) for _ in range(3))
+    rel_h, rel_w = torch.randn(2 * size - 1, dim), torch.randn(2 * size - 1, dim)
+    whole = attention(q, k, v, decomposed_rel_pos(q, rel_h, rel_w, (size, size), (size, size)))
+    row_bytes = b * heads * size * size * size * 4
+    monkeypatch.setattr(image_encoder, "BIAS_CHUNK_BYTES", rows * row_bytes)
+    with torch.no_grad():
+        sliced = rel_pos_attention(q, k, v, rel_h, rel_w, (size, size))
+    torch.testing.assert_close(sliced, whole, rtol=0, atol=2e-6)
+    table = rel_h.clone().requires_grad_(True)
+    trained = rel_pos_attention(q, k, v, table, rel_w, (size, size))
+    trained.sum().backward()
+    assert table.grad is not None and bool(table.grad.abs().sum() > 0)
+    torch.testing.assert_close(trained.detach(), whole, rtol=0, atol=2e-6)
 
 
 def test_towers_match_official_modules_directly(official: Any) -> None:

@@ -82,10 +82,12 @@ class SqueezeExcite(nn.Module):
         self.conv_reduce = nn.Conv2d(channels, se_dim, 1)
         self.act = get_activation(act)
         self.conv_expand = nn.Conv2d(se_dim, channels, 1)
+        self.inplace = False  # scale x where it lies (inference fast path; autograd needs x kept)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = x.mean((2, 3), keepdim=True)  # B x C x 1 x 1
-        return x * self.conv_expand(self.act(self.conv_reduce(s))).sigmoid()
+        gate = self.conv_expand(self.act(self.conv_reduce(s))).sigmoid()
+        return x.mul_(gate) if self.inplace else x * gate
 
 
 class MBConv(nn.Module):
@@ -113,6 +115,7 @@ class MBConv(nn.Module):
         self.conv_pwl = nn.Conv2d(mid, spec.out_dim, 1, bias=False)
         self.bn3: nn.Module = _bn(spec.out_dim, cfg)
         self.drop_path = DropPath(spec.drop_path) if spec.residual else nn.Identity()
+        self.inplace = False  # add the shortcut into the output where it lies (inference fast path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
@@ -124,7 +127,8 @@ class MBConv(nn.Module):
         x = self.se(x)
         x = self.bn3(self.conv_pwl(x))
         if self.residual:
-            x = self.drop_path(x) + shortcut
+            x = self.drop_path(x)
+            x = x.add_(shortcut) if self.inplace else x + shortcut
         return x
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from alignsam.align.efficientnet import fold_batchnorm
+from alignsam.align.efficientnet import MBConv, SqueezeExcite, fold_batchnorm
 from alignsam.align.model import AlignModel
 from alignsam.inference import FastPath
 
@@ -17,11 +17,21 @@ def prepare_align(model: AlignModel, fast: FastPath) -> AlignModel:
         fold_batchnorm(net)
     if fast.channels_last:
         to_channels_last(net)
+    if fast.inplace:
+        set_inplace(net)
     if fast.compile:
         # setattr: the compiled wrapper stands in for the module and forwards attribute access to it
         setattr(model.vision_model, "efficientnet", torch.compile(net))  # noqa: B010
         setattr(model.text_model, "bert", torch.compile(model.text_model.bert, dynamic=True))  # noqa: B010
     return model
+
+
+def set_inplace(net: torch.nn.Module) -> None:
+    """Activations, squeeze-excite gates and residual sums of the image tower write into their input
+    (inference only: autograd needs those inputs kept)."""
+    for module in net.modules():
+        if isinstance(module, torch.nn.SiLU | torch.nn.ReLU | SqueezeExcite | MBConv):
+            module.inplace = True
 
 
 def to_channels_last(net: torch.nn.Module) -> None:
