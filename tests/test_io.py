@@ -215,3 +215,25 @@ def test_offline_and_uncached_is_one_clear_sentence(tmp_path, monkeypatch):
     msg = str(info.value)
     assert "someone/not-cached-model" in msg and "hf download" in msg and "local folder" in msg
     assert msg.count(". ") == 0  # one sentence
+
+
+def test_recommended_settings_read_folders_and_the_hub_cache_never_the_network(tmp_path, monkeypatch):
+    import json
+
+    from alignsam.io import hub
+
+    (tmp_path / "regions.json").write_text(json.dumps({"context": 3.0, "other": 1}))
+    assert hub.recommended_settings(tmp_path, "regions.json", {"context"}) == {"context": 3.0}
+    assert hub.recommended_settings(tmp_path, "amg.json", {"context"}) == {}  # no such file: nothing
+    assert hub.recommended_settings(tmp_path / "regions.json", "regions.json", {"context"}) == {}  # a file, no folder
+    assert hub.recommended_settings(tmp_path / "missing" / "x.pth", "regions.json", {"context"}) == {}
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("an optional settings file must not be downloaded")
+
+    monkeypatch.setattr(hub, "_download", no_network)
+    monkeypatch.setattr(hub, "_hub_unreachable_reason", lambda: None)  # as if the hub were reachable
+    cached = {("org/model", "regions.json"): tmp_path / "regions.json"}
+    monkeypatch.setattr(hub, "_from_cache", lambda repo, name, revision, cache_dir: cached.get((repo, name)))
+    assert hub.recommended_settings("org/model", "regions.json", {"context"}) == {"context": 3.0}
+    assert hub.recommended_settings("org/other", "regions.json", {"context"}) == {}

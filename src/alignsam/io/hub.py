@@ -112,10 +112,14 @@ def recommended_settings(ref: str | os.PathLike[str], filename: str, allowed: Co
     from alignsam.io.files import read_json_object
 
     try:
-        path = resolve_first(ref, [filename], required=False)
+        local = resolve_path(ref)
     except AlignSamError:
         return {}
-    if path is None or path.name != filename:
+    if local is None:  # a hub id: its cache only, never the network
+        path = _from_cache(str(ref), filename, None, None)
+    else:
+        path = local / filename if local.is_dir() else None
+    if path is None or not path.is_file():
         return {}
     return {k: v for k, v in read_json_object(path).items() if k in allowed}
 
