@@ -21,7 +21,16 @@ class MLPBlock(nn.Module):
         self.lin2 = nn.Linear(mlp_dim, embedding_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.lin2(self.act(self.lin1(x)))
+        hidden = self.lin1(x)
+        if isinstance(self.act, nn.GELU) and self.act.approximate == "none" and not _needs_grad(hidden):
+            # the same function written into lin1's output: a fresh buffer of vit_b's 4096 x 3072 hidden
+            # state costs its page faults every block
+            return self.lin2(torch.ops.aten.gelu_(hidden))
+        return self.lin2(self.act(hidden))
+
+
+def _needs_grad(x: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and x.requires_grad
 
 
 class MLP(nn.Module):

@@ -86,10 +86,14 @@ class Block(nn.Module):
         shortcut = x
         x = self.norm1(x)
         if self.window_size > 0:
+            # The original pads the normalised grid with zeros to whole windows and projects every token.
+            # A zero token's q, k and v are the projection's bias, and the padded outputs are cut away, so
+            # the projections run on the real tokens only (vit_b at 1024: 4,096 of 4,900) and the padding
+            # is filled with that bias.
             h, w = x.shape[1], x.shape[2]
-            x, padded_hw = window_partition(x, self.window_size)  # (B * windows) x ws x ws x D
-            x = self.attn(x)
-            x = window_unpartition(x, self.window_size, padded_hw, (h, w))
+            qkv, padded_hw = window_partition(self.attn.qkv(x), self.window_size, fill=self.attn.qkv.bias)
+            x = window_unpartition(self.attn.attend(qkv), self.window_size, padded_hw, (h, w))
+            x = self.attn.proj(x)
         else:
             x = self.attn(x)
         x = shortcut + x
@@ -114,27 +118,37 @@ class Attention(nn.Module):
         self.attn_impl: AttentionImpl = "sdpa"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, h, w, _ = x.shape
+        return self.proj(self.attend(self.qkv(x)))
+
+    def attend(self, qkv: torch.Tensor) -> torch.Tensor:
+        """Attention from projected `B x H x W x 3C` queries, keys and values to `B x H x W x C` (before `proj`)."""
+        b, h, w, _ = qkv.shape
         # B x HW x 3C -> 3 x B x heads x HW x head_dim
-        qkv = self.qkv(x).reshape(b, h * w, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        qkv = qkv.reshape(b, h * w, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
         if self.rel_pos_h is not None and self.rel_pos_w is not None:
             x = rel_pos_attention(q, k, v, self.rel_pos_h, self.rel_pos_w, (h, w), impl=self.attn_impl)
         else:
             x = attention(q, k, v, impl=self.attn_impl)  # B x heads x HW x head_dim
-        x = x.transpose(1, 2).reshape(b, h, w, -1)  # B x H x W x C
-        return self.proj(x)
+        return x.transpose(1, 2).reshape(b, h, w, -1)  # B x H x W x C
 
 
-def window_partition(x: torch.Tensor, window_size: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """`B x H x W x C` -> `(B * nWindows) x ws x ws x C`, zero-padding H and W up to multiples of ws.
+def window_partition(
+    x: torch.Tensor, window_size: int, fill: torch.Tensor | None = None
+) -> tuple[torch.Tensor, tuple[int, int]]:
+    """`B x H x W x C` -> `(B * nWindows) x ws x ws x C`, padding H and W up to multiples of ws with zeros,
+    or with the vector `fill` (`C`).
 
     Returns the windows and the padded (H, W).
     """
     b, h, w, c = x.shape
     pad_h = (window_size - h % window_size) % window_size
     pad_w = (window_size - w % window_size) % window_size
-    if pad_h > 0 or pad_w > 0:
+    if (pad_h > 0 or pad_w > 0) and fill is not None:
+        padded = fill.to(x.dtype).expand(b, h + pad_h, w + pad_w, c).clone()
+        padded[:, :h, :w] = x
+        x = padded
+    elif pad_h > 0 or pad_w > 0:
         x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
     hp, wp = h + pad_h, w + pad_w
     x = x.view(b, hp // window_size, window_size, wp // window_size, window_size, c)
