@@ -22,15 +22,16 @@ class MLPBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         hidden = self.lin1(x)
-        if isinstance(self.act, nn.GELU) and self.act.approximate == "none" and not _needs_grad(hidden):
+        if isinstance(self.act, nn.GELU) and not needs_grad(hidden):
             # the same function written into lin1's output: a fresh buffer of vit_b's 4096 x 3072 hidden
             # state costs its page faults every block
-            return self.lin2(torch.ops.aten.gelu_(hidden))
+            return self.lin2(torch.ops.aten.gelu_(hidden, approximate=self.act.approximate))
         return self.lin2(self.act(hidden))
 
 
-def _needs_grad(x: torch.Tensor) -> bool:
-    return torch.is_grad_enabled() and x.requires_grad
+def needs_grad(*tensors: torch.Tensor) -> bool:
+    """Whether autograd will need these tensors as they are (so they must not be overwritten)."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
 class MLP(nn.Module):

@@ -15,7 +15,7 @@ from torch import nn
 
 from alignsam.errors import InputError
 from alignsam.layers import AttentionImpl, LayerNorm2d, attention
-from alignsam.sam.common import MLPBlock
+from alignsam.sam.common import MLPBlock, needs_grad
 from alignsam.sam.config import ImageEncoderConfig
 
 
@@ -256,13 +256,11 @@ def rel_pos_attention(
     no fresh pages to fault in for each global block (0.83 s instead of 1.1 s a block on one core).
     """
     h, w = size
-    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, rel_pos_h, rel_pos_w))
-    rel_h, rel_w = rel_pos_terms(q, rel_pos_h, rel_pos_w, size, size)
     b, n = q.shape[:2]
-    rows = max(1, BIAS_CHUNK_BYTES // (b * n * w * h * w * rel_h.element_size()))
-    if needs_grad or impl != "sdpa" or rows >= h:
-        bias = (rel_h[..., :, None] + rel_w[..., None, :]).view(b, n, h * w, h * w)
-        return attention(q, k, v, bias, impl=impl)
+    rows = max(1, BIAS_CHUNK_BYTES // (b * n * w * h * w * q.element_size()))
+    if needs_grad(q, k, v, rel_pos_h, rel_pos_w) or impl != "sdpa" or rows >= h:
+        return attention(q, k, v, decomposed_rel_pos(q, rel_pos_h, rel_pos_w, size, size), impl=impl)
+    rel_h, rel_w = rel_pos_terms(q, rel_pos_h, rel_pos_w, size, size)
     out = q.new_empty(b, n, h * w, v.shape[-1])
     buffer = rel_h.new_empty(b, n, rows, w, h, w)
     for y0 in range(0, h, rows):
