@@ -1,7 +1,8 @@
 """Every fast path against the plain path, on the same weights.
 
-Folding batch norms and channels-last change only float32 rounding: normalised embeddings within 1e-5.
-bf16 autocast: cosine similarity to the float32 embeddings >= 0.999 (the speed issue's bound).
+Folding batch norms, channels-last, oneDNN's fused convolutions and oneDNN's matrix multiplies change only
+float32 rounding: normalised embeddings within 1e-5. bf16 (autocast, or the fused bfloat16 image tower):
+cosine similarity to the float32 embeddings >= 0.999 (the speed issue's bound) where random weights allow it.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import pytest
 import torch
 
 from alignsam.align import AlignConfig, AlignModel, AlignTextConfig, AlignVisionConfig, align_base
+from alignsam.align.fused import FusedEfficientNet
 from alignsam.align.inference import prepare_align
-from alignsam.inference import FastPath
+from alignsam.inference import PLAIN, FastPath, OneDNNLinear
 
 from .conftest import conditioned_align, varied_images
 
@@ -43,7 +45,7 @@ def _check(config, fast: FastPath, atol: float | None, min_cos: float | None, *,
     ids = torch.randint(1000, 5000, (4, 12))
     mask = torch.ones_like(ids)
     mask[1, 7:] = 0
-    ref_img, ref_txt = _embed(plain, FastPath(fold_batchnorm=False, channels_last=False), pixels, ids, mask)
+    ref_img, ref_txt = _embed(plain, PLAIN, pixels, ids, mask)
     fast_model = prepare_align(copy.deepcopy(plain), fast)
     img, txt = _embed(fast_model, fast, pixels, ids, mask)
     unit = torch.nn.functional.normalize(ref_img, dim=1)
@@ -62,16 +64,70 @@ def _check(config, fast: FastPath, atol: float | None, min_cos: float | None, *,
 
 
 def test_fold_and_channels_last_are_exact():
-    model = _check(small_config(), FastPath(), atol=1e-5, min_cos=None)
+    model = _check(small_config(), FastPath(fuse=False, onednn_matmul=False), atol=1e-5, min_cos=None)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+
+
+def test_default_fast_path_is_exact():
+    """Everything on by default: fused oneDNN image tower and oneDNN matrix multiplies in the text tower."""
+    model = _check(small_config(), FastPath(), atol=1e-5, min_cos=None)
+    assert isinstance(model.vision_model.efficientnet, FusedEfficientNet)
+
+
+def test_fused_tower_any_batch_and_size_and_input_untouched():
+    """oneDNN picks kernels per shape: batch 1, an odd size and a contiguous (not channels-last) input all
+    give the plain tower's features, and the caller's pixels are not written."""
+    plain = conditioned_align(small_config()).eval()
+    fused = prepare_align(copy.deepcopy(plain), FastPath())
+    for pixels in (varied_images(1, 289, seed=1), varied_images(3, 161, seed=2)[:, :, :, :150].contiguous()):
+        before = pixels.clone()
+        with torch.inference_mode():
+            assert (fused.get_image_features(pixels) - plain.get_image_features(pixels)).abs().max() <= 1e-5
+        assert torch.equal(pixels, before)
+
+
+def test_fused_tower_refuses_training_and_saving(tmp_path):
+    model = prepare_align(conditioned_align(small_config()), FastPath())
+    pixels = varied_images(1, 289, seed=1).requires_grad_(True)
+    with pytest.raises(RuntimeError, match="inference only"):
+        model.get_image_features(pixels)
+    with pytest.raises(RuntimeError, match="cannot be saved"):
+        model.save_pretrained(tmp_path)
+    assert not any(tmp_path.iterdir())  # nothing half-written
+
+
+def test_onednn_linear_matches_and_steps_aside():
+    """The mode runs float32 `F.linear` on oneDNN within rounding, and leaves alone what it cannot run:
+    calls that need gradients, bfloat16 tensors, autocast regions and non-contiguous weights."""
+    torch.manual_seed(0)
+    x, w, b = torch.randn(5, 7, 96), torch.randn(48, 96), torch.randn(48)
+    ref = torch.nn.functional.linear(x, w, b)
+    calls = []
+    with OneDNNLinear():
+        for args in ((x, w, b), (x, w, None)):
+            with torch.inference_mode():
+                out = torch.nn.functional.linear(*args)
+            expect = torch.nn.functional.linear(*args[:2]) + (0 if args[2] is None else args[2])
+            assert (out - expect).abs().max() <= 1e-4
+        # gradients: the plain op, whose backward exists
+        xg = x.clone().requires_grad_(True)
+        torch.nn.functional.linear(xg, w, b).sum().backward()
+        assert xg.grad is not None and torch.allclose(xg.grad, w.sum(0).expand_as(x), atol=1e-5)
+        with torch.inference_mode():
+            calls.append(torch.nn.functional.linear(x.bfloat16(), w.bfloat16(), b.bfloat16()).dtype)
+            wt = w.t().contiguous().t()  # same values, column-major
+            assert (torch.nn.functional.linear(x, wt, b) - ref).abs().max() <= 1e-4
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                calls.append(torch.nn.functional.linear(x, w, b).dtype)
+    assert calls == [torch.bfloat16, torch.bfloat16]
 
 
 def test_inplace_is_the_same_to_the_bit():
     """In-place activations, gates and residual sums change where results are written, not what they are."""
     plain = conditioned_align(small_config())
     pixels = varied_images(2, 289, seed=3).contiguous(memory_format=torch.channels_last)
-    inplace = prepare_align(copy.deepcopy(plain), FastPath())
-    apart = prepare_align(copy.deepcopy(plain), FastPath(inplace=False))
+    inplace = prepare_align(copy.deepcopy(plain), FastPath(fuse=False))
+    apart = prepare_align(copy.deepcopy(plain), FastPath(inplace=False, fuse=False))
     assert any(getattr(m, "inplace", False) for m in inplace.modules())
     assert not any(getattr(m, "inplace", False) for m in apart.modules())
     before = pixels.clone()
@@ -80,11 +136,15 @@ def test_inplace_is_the_same_to_the_bit():
     assert torch.equal(pixels, before)  # the caller's input is never written
 
 
-def test_bf16_autocast_is_close():
+@pytest.mark.parametrize("fuse", [True, False], ids=["fused-bf16-tower", "autocast"])
+def test_bf16_is_close(fuse: bool):
     """Random weights whose embeddings of different images are far apart (pairwise cosine <= 0.7) give a bf16
     cosine of 0.998 to fp32 here; that is the bound this test can state. The issue's 0.999 is about trained
     align-base weights, which this machine cannot download."""
-    _check(small_config(), FastPath(precision="bf16"), atol=None, min_cos=0.997)
+    model = _check(small_config(), FastPath(precision="bf16", fuse=fuse), atol=None, min_cos=0.997)
+    tower = model.vision_model.efficientnet
+    assert isinstance(tower, FusedEfficientNet) == fuse
+    assert not fuse or tower.dtype == torch.bfloat16
 
 
 @pytest.mark.slow
@@ -117,7 +177,7 @@ def test_fast_path_keeps_one_copy_of_the_image_weights(tmp_path):
     model = AlignModel.from_pretrained(tmp_path)
     net = model.vision_model.efficientnet
     before = {name: p.data_ptr() for name, p in net.named_parameters() if p.dim() == 4}
-    prepare_align(model, FastPath())
+    prepare_align(model, FastPath(fuse=False))
     after = {name: p.data_ptr() for name, p in net.named_parameters() if p.dim() == 4}
     assert set(after) == set(before)  # the same convolutions, folded in place (no new modules)
     moved = sorted(name for name in after if after[name] != before[name])

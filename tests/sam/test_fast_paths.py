@@ -1,7 +1,8 @@
 """SAM's fast paths against the plain path on the same weights.
 
 bf16 autocast of the image encoder: the final masks agree with the float32 masks at IoU >= 0.98 (the speed
-issue's bound); torch.compile: low-resolution logits within 1e-3 and IoU predictions within 1e-4.
+issue's bound); torch.compile: low-resolution logits within 1e-3 and IoU predictions within 1e-4; oneDNN's
+matrix multiplies (on by default): low-resolution logits within 1e-4 and IoU predictions within 1e-5.
 """
 
 from __future__ import annotations
@@ -10,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from alignsam.inference import FastPath
+from alignsam.inference import PLAIN, FastPath
 from alignsam.sam import SamModel, SamPredictor
 from tests.sam.sam_testing import make_masks_follow_the_image_, randomize_, tiny_config
 
 
-def _masks(model: SamModel, image: np.ndarray, fast: FastPath | None):
+def _masks(model: SamModel, image: np.ndarray, fast: FastPath):
     predictor = SamPredictor(model, fast=fast)
     predictor.set_image(image)
     out = []
@@ -45,7 +46,7 @@ def _model(config) -> SamModel:
 
 
 def _check_bf16(model: SamModel, image: np.ndarray) -> None:
-    ref = _masks(model, image, None)
+    ref = _masks(model, image, PLAIN)
     fast = _masks(model, image, FastPath(precision="bf16", fold_batchnorm=False, channels_last=False))
     ious = [_iou(a, b) for r, f in zip(ref, fast, strict=True) for a, b in zip(r.masks, f.masks, strict=True)]
     assert min(ious) >= 0.98, ious
@@ -59,8 +60,19 @@ def test_bf16_masks_match_fp32(sample_photo):
 @pytest.mark.slow
 def test_compile_matches_plain(sample_photo):
     model = _model(tiny_config())
-    ref = _masks(model, sample_photo[:300, :400], None)
+    ref = _masks(model, sample_photo[:300, :400], PLAIN)
     fast = _masks(model, sample_photo[:300, :400], FastPath(compile=True, fold_batchnorm=False, channels_last=False))
     for r, f in zip(ref, fast, strict=True):
         assert np.abs(r.low_res_logits - f.low_res_logits).max() <= 1e-3
         assert np.abs(r.iou_predictions - f.iou_predictions).max() <= 1e-4
+
+
+def test_onednn_matmul_matches_plain(sample_photo):
+    """The predictor's default (oneDNN matrix multiplies for the encoder's linear layers) against PLAIN."""
+    model = _model(tiny_config())
+    ref = _masks(model, sample_photo[:300, :400], PLAIN)
+    fast = _masks(model, sample_photo[:300, :400], FastPath(fold_batchnorm=False, channels_last=False))
+    assert SamPredictor(model).fast.onednn_matmul  # what users get
+    for r, f in zip(ref, fast, strict=True):
+        assert np.abs(r.low_res_logits - f.low_res_logits).max() <= 1e-4
+        assert np.abs(r.iou_predictions - f.iou_predictions).max() <= 1e-5

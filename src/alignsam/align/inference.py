@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from alignsam.align.efficientnet import MBConv, SqueezeExcite, fold_batchnorm
+from alignsam.align.efficientnet import EfficientNet, MBConv, SqueezeExcite, fold_batchnorm
+from alignsam.align.fused import can_fuse, fuse_efficientnet
 from alignsam.align.model import AlignModel
 from alignsam.inference import FastPath
 
@@ -19,6 +20,10 @@ def prepare_align(model: AlignModel, fast: FastPath) -> AlignModel:
         to_channels_last(net)
     if fast.inplace:
         set_inplace(net)
+    if fast.fuse and fast.fold_batchnorm and not fast.compile and isinstance(net, EfficientNet) and can_fuse(net):
+        dtype = torch.bfloat16 if fast.precision == "bf16" else torch.float32
+        fused = fuse_efficientnet(net, dtype)
+        setattr(model.vision_model, "efficientnet", fused)  # noqa: B010  (a stand-in, not an EfficientNet)
     if fast.compile:
         # setattr: the compiled wrapper stands in for the module and forwards attribute access to it
         setattr(model.vision_model, "efficientnet", torch.compile(net))  # noqa: B010

@@ -1,0 +1,165 @@
+"""EfficientNet for CPU inference on oneDNN's fused convolutions (the `FastPath.fuse` option).
+
+`fuse_efficientnet` turns a folded `EfficientNet` into a `FusedEfficientNet` that computes the same
+function with fewer passes over memory:
+
+- the activation after a convolution runs inside it as a oneDNN post-op (one pass over the output instead
+  of two), and each block's residual sum is accumulated by the projecting convolution into the shortcut;
+- with `dtype=torch.bfloat16` the tower holds bfloat16 weights and activations end to end: no per-call
+  weight casts as under autocast, and the squeeze-excite mean is a matrix product (PyTorch's bfloat16
+  mean first copies the whole map to float32).
+
+Only for inference on a CPU with oneDNN (`torch.backends.mkldnn.is_available()`); `prepare_align` falls
+back to the plain modules elsewhere. The fused tower keeps no parameters: save a model before preparing it.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from alignsam.align.efficientnet import EfficientNet, MBConv, SqueezeExcite
+
+# activation module -> oneDNN post-op name; others run as a separate module after the convolution
+_POST_OPS: dict[type[nn.Module], str] = {nn.SiLU: "swish", nn.ReLU: "relu"}
+
+
+def can_fuse(net: nn.Module) -> bool:
+    """True where `fuse_efficientnet` applies: a CPU model on a PyTorch build with oneDNN."""
+    params = list(net.parameters())
+    return bool(params) and params[0].device.type == "cpu" and torch.backends.mkldnn.is_available()
+
+
+class FusedConv:
+    """One convolution (batch norm already folded in) with its activation as a oneDNN post-op.
+
+    The weights stay a dense channels-last tensor. Reordering them once into oneDNN's blocked layout
+    (`torch.ops.mkldnn._reorder_convolution_weight`) was tried and rejected: the layout is chosen for one
+    input shape, and other batch sizes then ran up to 8x slower (align-base bf16, batch 1 with weights laid
+    out for batch 8: 0.74 s against 0.09 s), while dense weights were within 5% of the best layout.
+
+    Args:
+        conv: the convolution; its padding must be numeric (the towers pad asymmetric cases themselves).
+        act: the activation that follows it, or None.
+        dtype: float32 or bfloat16 (weights and bias are cast once here).
+    """
+
+    def __init__(self, conv: nn.Conv2d, act: nn.Module | None, dtype: torch.dtype) -> None:
+        if isinstance(conv.padding, str):
+            raise ValueError(f"FusedConv needs numeric padding, got {conv.padding!r}")
+        self.padding, self.stride = list(conv.padding), list(conv.stride)
+        self.dilation, self.groups = list(conv.dilation), conv.groups
+        self.weight = conv.weight.detach().to(dtype).contiguous(memory_format=torch.channels_last)
+        self.bias = None if conv.bias is None else conv.bias.detach().to(dtype)
+        post_op = _POST_OPS.get(type(act)) if act is not None else None
+        self.post_op = post_op or "none"
+        self.act = None if post_op is not None or isinstance(act, nn.Identity) else act
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.ops.mkldnn._convolution_pointwise(
+            x, self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups, self.post_op, [], ""
+        )
+        return y if self.act is None else self.act(y)
+
+    def add_into(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """`out += conv(x)`, accumulated by the convolution itself; returns `out` (no activation)."""
+        assert self.act is None and self.post_op == "none", "a residual projection has no activation"
+        return torch.ops.mkldnn._convolution_pointwise_.binary(
+            out, x, self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups, "add", 1.0, None, [], None
+        )
+
+
+def spatial_mean(x: torch.Tensor) -> torch.Tensor:
+    """Mean over the spatial axes of a channels-last `B x C x H x W` map, `B x C`.
+
+    For bfloat16 a matrix product with float32 accumulation (PyTorch's own bfloat16 mean copies the whole
+    map to float32 first, ~10x slower); float32 takes the plain mean."""
+    if x.dtype != torch.bfloat16 or not x.is_contiguous(memory_format=torch.channels_last):
+        return x.mean((2, 3))
+    b, c, h, w = x.shape
+    rows = x.permute(0, 2, 3, 1).reshape(b, h * w, c)  # a view: channels-last is B x HW x C in memory
+    weights = torch.full((1, 1, h * w), 1.0 / (h * w), dtype=x.dtype, device=x.device)
+    return torch.matmul(weights, rows).view(b, c)
+
+
+class _SqueezeExcite:
+    """The gate on `B x C` vectors: 1x1 convolutions on a 1x1 map are linear layers."""
+
+    def __init__(self, se: SqueezeExcite, dtype: torch.dtype) -> None:
+        def linear(conv: nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor | None]:
+            bias = None if conv.bias is None else conv.bias.detach().to(dtype)
+            return conv.weight.detach().flatten(1).to(dtype).contiguous(), bias
+
+        self.reduce, self.expand, self.act = linear(se.conv_reduce), linear(se.conv_expand), se.act
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.act(F.linear(spatial_mean(x), *self.reduce))
+        gate = torch.sigmoid(F.linear(s, *self.expand))
+        return x.mul_(gate[:, :, None, None])
+
+
+class _Block:
+    def __init__(self, block: MBConv, dtype: torch.dtype) -> None:
+        for norm in (block.bn1, block.bn2, block.bn3):
+            if norm is not None and not isinstance(norm, nn.Identity):
+                raise ValueError("fuse_efficientnet needs folded batch norms (fold_batchnorm first)")
+        conv_pw = block.conv_pw
+        self.expand = None if conv_pw is None else FusedConv(conv_pw, block.act, dtype)
+        self.pad = block.pad if block.stride == 2 else None
+        self.depthwise = FusedConv(block.conv_dw, block.act, dtype)
+        self.se = _SqueezeExcite(block.se, dtype)
+        self.project = FusedConv(block.conv_pwl, None, dtype)
+        self.residual = block.residual
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x
+        if self.expand is not None:
+            x = self.expand(x)
+        if self.pad is not None:
+            x = F.pad(x, self.pad)
+        x = self.se(self.depthwise(x))
+        # the shortcut is the previous block's output, read by nothing else: accumulate into it
+        return self.project.add_into(x, shortcut) if self.residual else self.project(x)
+
+
+class FusedEfficientNet(nn.Module):
+    """An inference-only stand-in for `EfficientNet` (same `forward` and `pool`); see the module docstring.
+
+    `forward` takes float32 pixels in any layout and returns the feature map in the tower's dtype; `pool`
+    returns float32 embeddings."""
+
+    def __init__(self, net: EfficientNet, dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        stem = net.stem
+        if not isinstance(stem.bn, nn.Identity):
+            raise ValueError("fuse_efficientnet needs folded batch norms (fold_batchnorm first)")
+        self.dtype = dtype
+        self.pooling = net.pooling
+        self.stem = FusedConv(stem.conv, stem.act, dtype)
+        self.fused_blocks = [_Block(block, dtype) for block in net.blocks if isinstance(block, MBConv)]
+        self.train(False)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        if self.training or torch.is_grad_enabled() and pixel_values.requires_grad:
+            raise RuntimeError("FusedEfficientNet is for inference only (it has no trainable parameters)")
+        x = pixel_values.to(self.dtype).contiguous(memory_format=torch.channels_last)
+        x = self.stem(F.pad(x, (0, 1, 0, 1)))
+        for block in self.fused_blocks:
+            x = block(x)
+        return x
+
+    def pool(self, features: torch.Tensor) -> torch.Tensor:
+        pooled = features.mean((2, 3), dtype=torch.float32) if self.pooling == "mean" else features.amax((2, 3))
+        return pooled.float()
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):  # type: ignore[no-untyped-def]
+        raise RuntimeError(
+            "A model prepared with FastPath(fuse=True) holds its image weights in oneDNN's layout and cannot "
+            "be saved; save the model before prepare_align, or prepare with FastPath(fuse=False)."
+        )
+
+
+def fuse_efficientnet(net: EfficientNet, dtype: torch.dtype = torch.float32) -> FusedEfficientNet:
+    """The fused stand-in for a folded `net` (whose own weights are left as they are)."""
+    return FusedEfficientNet(net, dtype)
