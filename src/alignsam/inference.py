@@ -66,7 +66,7 @@ class OneDNNLinear(TorchFunctionMode):
     """Within this mode, `F.linear` on float32 CPU tensors that need no gradient runs on oneDNN
     (`torch.ops.mkldnn._linear_pointwise`); every other call, and every other function, is left as it is."""
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+    def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func is F.linear:
             x, weight = args[0], args[1]

@@ -65,8 +65,9 @@ class FusedConv:
     def add_into(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """`out += conv(x)`, accumulated by the convolution itself; returns `out` (no activation)."""
         assert self.act is None and self.post_op == "none", "a residual projection has no activation"
+        geometry = (self.padding, self.stride, self.dilation, self.groups)
         return torch.ops.mkldnn._convolution_pointwise_.binary(
-            out, x, self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups, "add", 1.0, None, [], None
+            out, x, self.weight, self.bias, *geometry, "add", 1.0, None, [], None
         )
 
 
@@ -141,7 +142,7 @@ class FusedEfficientNet(nn.Module):
         self.train(False)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        if self.training or torch.is_grad_enabled() and pixel_values.requires_grad:
+        if self.training or (torch.is_grad_enabled() and pixel_values.requires_grad):
             raise RuntimeError("FusedEfficientNet is for inference only (it has no trainable parameters)")
         x = pixel_values.to(self.dtype).contiguous(memory_format=torch.channels_last)
         x = self.stem(F.pad(x, (0, 1, 0, 1)))
@@ -153,7 +154,7 @@ class FusedEfficientNet(nn.Module):
         pooled = features.mean((2, 3), dtype=torch.float32) if self.pooling == "mean" else features.amax((2, 3))
         return pooled.float()
 
-    def _save_to_state_dict(self, destination, prefix, keep_vars):  # type: ignore[no-untyped-def]
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
         raise RuntimeError(
             "A model prepared with FastPath(fuse=True) holds its image weights in oneDNN's layout and cannot "
             "be saved; save the model before prepare_align, or prepare with FastPath(fuse=False)."
