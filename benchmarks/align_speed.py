@@ -18,7 +18,7 @@ import torch
 from alignsam import AlignModel
 from alignsam.align import AlignConfig, AlignTextConfig, AlignVisionConfig, align_base
 from alignsam.align.inference import prepare_align
-from alignsam.inference import FastPath
+from alignsam.inference import PLAIN, FastPath
 from benchmarks.common import Timing, interleaved, machine
 from tests.align.conftest import conditioned_align, varied_images
 
@@ -85,11 +85,13 @@ def run(quick: bool = False, repeats: int = 5, compile: bool = True) -> dict[str
 
         return call
 
+    # the reference runs under PLAIN's context (inference mode only): our fast paths' oneDNN function mode
+    # would otherwise speed up transformers' linear layers too
     contenders = {
         "alignsam": features(lambda: ours.get_image_features(pixels_cl)),
-        "alignsam plain": features(lambda: plain.get_image_features(pixels)),
+        "alignsam plain": features(lambda: plain.get_image_features(pixels), PLAIN),
         "alignsam bf16": features(lambda: ours_bf16.get_image_features(pixels_cl), bf16),
-        "transformers": features(lambda: theirs.get_image_features(pixel_values=pixels)),
+        "transformers": features(lambda: theirs.get_image_features(pixel_values=pixels), PLAIN),
     }
     if compiled is not None:
         contenders["alignsam compiled"] = features(lambda: compiled.get_image_features(pixels_cl))
@@ -104,8 +106,8 @@ def run(quick: bool = False, repeats: int = 5, compile: bool = True) -> dict[str
         {
             "alignsam": features(lambda: ours.get_text_features(**dynamic)),
             "alignsam bf16": features(lambda: ours_bf16.get_text_features(**dynamic), bf16),
-            "transformers": features(lambda: theirs.get_text_features(**fixed)),
-            "transformers, same dynamic padding": features(lambda: theirs.get_text_features(**dynamic)),
+            "transformers": features(lambda: theirs.get_text_features(**fixed), PLAIN),
+            "transformers, same dynamic padding": features(lambda: theirs.get_text_features(**dynamic), PLAIN),
         },
         repeats=repeats,
         items_per_call=64,

@@ -5,6 +5,9 @@ function with fewer passes over memory:
 
 - the activation after a convolution runs inside it as a oneDNN post-op (one pass over the output instead
   of two), and each block's residual sum is accumulated by the projecting convolution into the shortcut;
+- the first two stages, whose maps are the largest, run a few images at a time (`CHUNK_BYTES`): their
+  tensors then stay small enough for the C allocator to reuse heap memory instead of mapping fresh pages
+  for every 50-130 MB map (align-base fp32 at 289 px, batch 8: ~8% faster);
 - with `dtype=torch.bfloat16` the tower holds bfloat16 weights and activations end to end: no per-call
   weight casts as under autocast, and the squeeze-excite mean is a matrix product (PyTorch's bfloat16
   mean first copies the whole map to float32).
@@ -20,6 +23,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from alignsam.align.efficientnet import EfficientNet, MBConv, SqueezeExcite
+
+CHUNK_BYTES = 16 << 20
+"""Budget for the largest map of the first two stages of one sub-batch of images (see the module docstring)."""
 
 # activation module -> oneDNN post-op name; others run as a separate module after the convolution
 _POST_OPS: dict[type[nn.Module], str] = {nn.SiLU: "swish", nn.ReLU: "relu"}
@@ -138,15 +144,32 @@ class FusedEfficientNet(nn.Module):
         self.dtype = dtype
         self.pooling = net.pooling
         self.stem = FusedConv(stem.conv, stem.act, dtype)
-        self.fused_blocks = [_Block(block, dtype) for block in net.blocks if isinstance(block, MBConv)]
+        blocks = [block for block in net.blocks if isinstance(block, MBConv)]
+        self.fused_blocks = [_Block(block, dtype) for block in blocks]
+        # the first two stages end where the second stride-2 block starts; their widest map is at the
+        # stem's resolution: the stem's output or the expansion of the first stride-2 block
+        strided = [i for i, block in enumerate(blocks) if block.stride == 2]
+        self.early = strided[1] if len(strided) > 1 else 0
+        widths = [stem.conv.out_channels] + [b.conv_dw.in_channels for b in blocks[: strided[0] + 1] if strided]
+        self.early_width = max(widths)
         self.train(False)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         if self.training or (torch.is_grad_enabled() and pixel_values.requires_grad):
             raise RuntimeError("FusedEfficientNet is for inference only (it has no trainable parameters)")
         x = pixel_values.to(self.dtype).contiguous(memory_format=torch.channels_last)
-        x = self.stem(F.pad(x, (0, 1, 0, 1)))
-        for block in self.fused_blocks:
+        b, _, h, w = x.shape
+        widest = self.early_width * ((h + 1) // 2) * ((w + 1) // 2) * x.element_size()  # one image
+        per_call = max(1, CHUNK_BYTES // widest)
+        if self.early and b > per_call:
+            x = torch.cat([self._run(part, 0, self.early) for part in x.split(per_call)])
+            return self._run(x, self.early, len(self.fused_blocks), stem=False)
+        return self._run(x, 0, len(self.fused_blocks))
+
+    def _run(self, x: torch.Tensor, start: int, stop: int, stem: bool = True) -> torch.Tensor:
+        if stem:
+            x = self.stem(F.pad(x, (0, 1, 0, 1)))
+        for block in self.fused_blocks[start:stop]:
             x = block(x)
         return x
 
