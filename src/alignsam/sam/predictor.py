@@ -55,7 +55,9 @@ class SamPredictor:
             max_pixels: larger images are refused with an `ImageError` (None: no limit).
             fast: speed options for the image encoder (see `alignsam.inference.FastPath`): `precision="bf16"`
                 runs it under bfloat16 autocast (the embedding is kept in float32 and the prompt decoder runs
-                in float32), `compile=True` wraps it in `torch.compile`. The model itself is not changed.
+                in float32), `compile=True` wraps it in `torch.compile`, `onednn_matmul` (on by default) runs
+                its float32 linear layers, and its large bf16 attention, on oneDNN's matrix multiply. The model
+                itself is not changed.
         """
         self.model = sam_model
         self.transform = ResizeLongestSide(sam_model.image_encoder.img_size)
