@@ -147,6 +147,8 @@ def _onednn_can_run(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
         and x.dim() >= 2
         and weight.dim() == 2
         and weight.is_contiguous()
+        and x.numel() > 0
+        and weight.shape[1] > 0  # oneDNN has no inner product over zero features
         and not torch.is_autocast_enabled("cpu")  # autocast casts to bf16, which PyTorch runs on oneDNN already
         and not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))  # no autograd formula
     )

@@ -119,6 +119,10 @@ def test_onednn_linear_matches_and_steps_aside():
             assert (torch.nn.functional.linear(x, wt, b) - ref).abs().max() <= 1e-4
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 calls.append(torch.nn.functional.linear(x, w, b).dtype)
+            # empty inputs and zero features: PyTorch's own answer (the bias), not a oneDNN error
+            no_features = torch.nn.functional.linear(torch.randn(2, 0), torch.randn(3, 0), b[:3])
+            assert torch.equal(no_features, b[:3].expand(2, 3))
+            assert torch.nn.functional.linear(x[:0], w, b).shape == (0, 7, 48)
     assert calls == [torch.bfloat16, torch.bfloat16]
 
 
