@@ -14,6 +14,8 @@ Model code stays plain; these options transform a built model or wrap its calls:
   PyTorch uses for float32 (MKL): on this project's AMD EPYC machine oneDNN multiplies 2-2.3x faster
   (~390 against ~175 GFLOP/s at BERT's and SAM's shapes), to float32 rounding. A function mode active
   inside `FastPath.autocast`; the models are not changed.
+- `pack_text`: text embeddings computed on the real tokens only, padding left out of every per-token step
+  (`Bert.first_token`; ALIGN's 64 label prompts: 592 tokens instead of 832).
 - `precision="bf16"`: bfloat16 autocast for matrix multiplies and convolutions (outputs stay float32).
 - `compile`: `torch.compile` the heavy tower (slow first call, faster afterwards).
 """
@@ -42,6 +44,7 @@ class FastPath:
     inplace: bool = True
     fuse: bool = True
     onednn_matmul: bool = True
+    pack_text: bool = True
     compile: bool = False
 
     def __post_init__(self) -> None:
@@ -154,5 +157,7 @@ def _onednn_can_run(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
     )
 
 
-PLAIN = FastPath(fold_batchnorm=False, channels_last=False, inplace=False, fuse=False, onednn_matmul=False)
+PLAIN = FastPath(
+    fold_batchnorm=False, channels_last=False, inplace=False, fuse=False, onednn_matmul=False, pack_text=False
+)
 """No transformation at all: the reference path the fast ones are tested against."""

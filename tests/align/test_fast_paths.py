@@ -188,3 +188,23 @@ def test_fast_path_keeps_one_copy_of_the_image_weights(tmp_path):
     assert moved == ["stem.conv.weight"], moved  # 1x1 and depthwise kernels already have channels-last layout
     assert all(p.is_contiguous(memory_format=torch.channels_last) for p in net.parameters() if p.dim() == 4)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+
+
+def test_packed_text_matches_padded():
+    """Text embeddings on real tokens only (`FastPath.pack_text`) against the padded computation: texts of
+    1 to 20 tokens in one batch, one text alone, no padding at all, and left padding (which cannot be packed
+    around its first token and takes the padded path)."""
+    plain = conditioned_align(small_config()).eval()
+    packed = prepare_align(copy.deepcopy(plain), FastPath())
+    assert packed.text_model.bert.packed and not plain.text_model.bert.packed
+    torch.manual_seed(0)
+    lengths = torch.tensor([1, 20, 7, 3, 12, 20, 2, 9])
+    ids = torch.randint(1000, 5000, (len(lengths), 20))
+    mask = (torch.arange(20)[None] < lengths[:, None]).long()
+    left = mask.flip(1)
+    for i, m in ((ids, mask), (ids[2:3], mask[2:3]), (ids, torch.ones_like(mask)), (ids, left)):
+        with torch.inference_mode():
+            ref = plain.encode_text(i, m)
+            with FastPath().autocast("cpu"):
+                out = packed.encode_text(i, m)
+        assert (out - ref).abs().max() <= 1e-5

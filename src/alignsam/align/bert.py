@@ -3,9 +3,17 @@
 Attention goes through the project's one `attention` helper (`F.scaled_dot_product_attention`), with the
 query, key and value projections fused into one matrix multiply. Padding is a boolean key mask, so a batch
 padded to its longest text gives the same [CLS] state as one padded to 64 tokens.
+
+`Bert.first_token` returns the [CLS] states alone. With `packed` set (the `FastPath.pack_text` option,
+inference only) it runs every per-token step (projections, feed-forward, LayerNorms) on the real tokens
+only, packed into one `T x C` matrix, and spreads them back over the padded grid just for attention: the
+same numbers to float32 rounding, without the work on padding (64 label prompts padded to 13 tokens hold
+592 real tokens of 832).
 """
 
 from __future__ import annotations
+
+from typing import cast
 
 import torch
 from torch import nn
@@ -54,9 +62,13 @@ class BertSelfAttention(nn.Module):
         self.attn_impl = "sdpa"
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        b, n, c = x.shape
+        return self.proj(self.attend(self.qkv(x), mask))  # B x L x C
+
+    def attend(self, qkv: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """Attention from projected `B x L x 3C` queries, keys and values to `B x L x C` (before `proj`)."""
+        b, n, c3 = qkv.shape
         # B x L x 3C -> 3 x B x H x L x D
-        qkv = self.qkv(x).view(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        qkv = qkv.view(b, n, 3, self.num_heads, c3 // (3 * self.num_heads)).permute(2, 0, 3, 1, 4)
         out = attention(
             qkv[0],
             qkv[1],
@@ -65,7 +77,7 @@ class BertSelfAttention(nn.Module):
             dropout_p=self.attn_dropout if self.training else 0.0,
             impl=self.attn_impl,  # type: ignore[arg-type]
         )
-        return self.proj(merge_heads(out))  # B x L x C
+        return merge_heads(out)
 
 
 class BertMLP(nn.Module):
@@ -94,6 +106,18 @@ class BertLayer(nn.Module):
         x = self.norm1(x + self.dropout(self.attn(x, mask)))
         return self.norm2(x + self.dropout(self.mlp(x)))
 
+    def forward_packed(
+        self, tokens: torch.Tensor, where: torch.Tensor, grid: tuple[int, int], mask: torch.Tensor
+    ) -> torch.Tensor:
+        """The same layer on packed real tokens (`T x C`), which sit at the flat positions `where` of the
+        `B x L` grid (`grid`); padding is spread in as zeros for attention only (masked keys)."""
+        b, n = grid
+        qkv = self.attn.qkv(tokens)
+        spread = qkv.new_zeros(b * n, qkv.shape[1]).index_copy_(0, where, qkv).view(b, n, -1)
+        attended = self.attn.attend(spread, mask).reshape(b * n, -1).index_select(0, where)
+        x = self.norm1(tokens + self.dropout(self.attn.proj(attended)))
+        return self.norm2(x + self.dropout(self.mlp(x)))
+
 
 class BertPooler(nn.Module):
     """tanh(dense([CLS])). Kept for checkpoint compatibility; ALIGN's embedding reads [CLS] directly."""
@@ -114,6 +138,7 @@ class Bert(nn.Module):
         self.embeddings = BertEmbeddings(cfg)
         self.layers = nn.ModuleList([BertLayer(cfg) for _ in range(cfg.num_hidden_layers)])
         self.pooler = BertPooler(cfg)
+        self.packed = False  # first_token on real tokens only (inference fast path; see the module docstring)
 
     def forward(
         self,
@@ -134,3 +159,33 @@ class Bert(nn.Module):
         for layer in self.layers:
             x = layer(x, mask)
         return x
+
+    def first_token(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The last hidden state of each text's first token ([CLS]), `B x C`; arguments as `forward`."""
+        packable = (
+            self.packed
+            and attention_mask is not None
+            and not self.training
+            and not (torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()))
+        )
+        if not packable:
+            return self(input_ids, attention_mask, token_type_ids, position_ids)[:, 0]
+        assert attention_mask is not None
+        keep = attention_mask.bool()
+        if not bool(keep[:, 0].all()):  # a text whose first token is padding: nothing to pack around
+            return self(input_ids, attention_mask, token_type_ids, position_ids)[:, 0]
+        x = self.embeddings(input_ids, token_type_ids, position_ids)
+        b, n, c = x.shape
+        where = keep.reshape(-1).nonzero().squeeze(1)  # flat grid positions of the real tokens, row by row
+        tokens = x.reshape(b * n, c).index_select(0, where)
+        mask = keep[:, None, None, :]
+        for layer in self.layers:
+            tokens = cast(BertLayer, layer).forward_packed(tokens, where, (b, n), mask)
+        firsts = keep.sum(1).cumsum(0) - keep.sum(1)  # each text's first real token in the packed order
+        return tokens.index_select(0, firsts)

@@ -24,6 +24,8 @@ def prepare_align(model: AlignModel, fast: FastPath) -> AlignModel:
         dtype = torch.bfloat16 if fast.precision == "bf16" else torch.float32
         fused = fuse_efficientnet(net, dtype)
         setattr(model.vision_model, "efficientnet", fused)  # noqa: B010  (a stand-in, not an EfficientNet)
+    if fast.pack_text and not fast.compile:
+        model.text_model.bert.packed = True
     if fast.compile:
         # setattr: the compiled wrapper stands in for the module and forwards attribute access to it
         setattr(model.vision_model, "efficientnet", torch.compile(net))  # noqa: B010

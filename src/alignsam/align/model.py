@@ -219,8 +219,8 @@ class AlignModel(nn.Module):
         normalize: bool = False,
     ) -> torch.Tensor:
         """Text embeddings, `B x D`: the projected [CLS] state (L2-normalised if `normalize`)."""
-        hidden = self.text_model.bert(input_ids, attention_mask, token_type_ids, position_ids)
-        embeds = self.text_projection(hidden[:, 0])
+        first = self.text_model.bert.first_token(input_ids, attention_mask, token_type_ids, position_ids)
+        embeds = self.text_projection(first)
         return F.normalize(embeds, dim=-1) if normalize else embeds
 
     def encode_image(self, pixel_values: torch.Tensor, normalize: bool = False) -> torch.Tensor:
