@@ -7,8 +7,8 @@ Model code stays plain; these options transform a built model or wrap its calls:
 - `inplace`: activations, squeeze-excite gates and residual sums write into the tensor they transform
   instead of a new one (eval only; the same numbers to the bit). A fresh buffer of a large feature map
   costs its page faults every time: an out-of-place SiLU of an align-base map took 25 ms, in place 3 ms.
-- `fuse`: ALIGN's image tower on oneDNN's fused convolutions, weights reordered once, activations and
-  residual sums inside the convolutions; with bf16, bfloat16 weights and activations end to end instead
+- `fuse`: ALIGN's image tower on oneDNN's fused convolutions, activations and residual sums inside the
+  convolutions; with bf16, bfloat16 weights and activations end to end instead
   of autocast (CPU only; needs `fold_batchnorm`; see `alignsam.align.fused`).
 - `onednn_matmul`: float32 linear layers (`F.linear`) on oneDNN's matrix multiply rather than the BLAS
   PyTorch uses for float32 (MKL): on this project's AMD EPYC machine oneDNN multiplies 2-2.3x faster
@@ -30,6 +30,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
+
+from alignsam.layers import needs_grad
 
 Precision = Literal["fp32", "bf16"]
 
@@ -61,11 +63,11 @@ class FastPath:
                 stack.enter_context(torch.autocast(kind, dtype=torch.bfloat16))
             # compiled towers pick their own kernels (inductor cannot lower the mode's oneDNN calls)
             if self.onednn_matmul and not self.compile and kind == "cpu" and torch.backends.mkldnn.is_available():
-                stack.enter_context(OneDNNLinear())
+                stack.enter_context(OneDNNMatmul())
             yield
 
 
-class OneDNNLinear(TorchFunctionMode):
+class OneDNNMatmul(TorchFunctionMode):
     """Within this mode, CPU matrix multiplies that need no gradient run on oneDNN
     (`torch.ops.mkldnn._linear_pointwise`); every other call, and every other function, is left as it is:
 
@@ -122,7 +124,7 @@ def _bf16_attention(
         or v.shape[:2] != q.shape[:2]
         or q.shape[2] * k.shape[2] < BIG_ATTENTION
         or (attn_mask is not None and (attn_mask.dtype == torch.bool or attn_mask.dim() != 4))
-        or (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+        or needs_grad(*tensors)
     ):
         return None
     b, h, n, d = q.shape
@@ -153,7 +155,7 @@ def _onednn_can_run(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
         and x.numel() > 0
         and weight.shape[1] > 0  # oneDNN has no inner product over zero features
         and not torch.is_autocast_enabled("cpu")  # autocast casts to bf16, which PyTorch runs on oneDNN already
-        and not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))  # no autograd formula
+        and not needs_grad(*tensors)  # oneDNN's op has no autograd formula
     )
 
 

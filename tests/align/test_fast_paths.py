@@ -15,7 +15,7 @@ import torch
 from alignsam.align import AlignConfig, AlignModel, AlignTextConfig, AlignVisionConfig, align_base
 from alignsam.align.fused import FusedEfficientNet
 from alignsam.align.inference import prepare_align
-from alignsam.inference import PLAIN, FastPath, OneDNNLinear
+from alignsam.inference import PLAIN, FastPath, OneDNNMatmul
 
 from .conftest import conditioned_align, varied_images
 
@@ -103,7 +103,7 @@ def test_onednn_linear_matches_and_steps_aside():
     x, w, b = torch.randn(5, 7, 96), torch.randn(48, 96), torch.randn(48)
     ref = torch.nn.functional.linear(x, w, b)
     calls = []
-    with OneDNNLinear():
+    with OneDNNMatmul():
         for args in ((x, w, b), (x, w, None)):
             with torch.inference_mode():
                 out = torch.nn.functional.linear(*args)

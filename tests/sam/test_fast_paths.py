@@ -85,7 +85,7 @@ def test_bf16_attention_on_onednn_is_close_and_steps_aside(monkeypatch):
     import torch.nn.functional as F
 
     import alignsam.inference
-    from alignsam.inference import BIG_ATTENTION, OneDNNLinear
+    from alignsam.inference import BIG_ATTENTION, OneDNNMatmul
 
     taken = []
     own = alignsam.inference._bf16_attention
@@ -95,11 +95,11 @@ def test_bf16_attention_on_onednn_is_close_and_steps_aside(monkeypatch):
     q, k, v = (torch.randn(b, h, n, 64) * 2).bfloat16(), torch.randn(b, h, m, 64).bfloat16(), torch.randn(b, h, m, 64)
     v, bias = v.bfloat16(), torch.randn(b, h, n, m).bfloat16()
     ref = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=bias.float())
-    with torch.inference_mode(), OneDNNLinear():
+    with torch.inference_mode(), OneDNNMatmul():
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         small = F.scaled_dot_product_attention(q[:, :, :8], k, v, attn_mask=bias[:, :, :8])  # below the size
         full = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=bias.float())
-    with OneDNNLinear():
+    with OneDNNMatmul():
         qg = q.float().requires_grad_(True)
         F.scaled_dot_product_attention(qg, k.float(), v.float()).sum().backward()
     assert [t is not None for t in taken] == [True, False, False, False]

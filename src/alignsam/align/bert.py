@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from alignsam.align.config import AlignTextConfig
-from alignsam.layers import attention, get_activation, merge_heads
+from alignsam.layers import attention, get_activation, merge_heads, needs_grad
 
 
 class BertEmbeddings(nn.Module):
@@ -103,8 +103,7 @@ class BertLayer(nn.Module):
         self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        x = self.norm1(x + self.dropout(self.attn(x, mask)))
-        return self.norm2(x + self.dropout(self.mlp(x)))
+        return self._residuals(x, self.attn(x, mask))
 
     def forward_packed(
         self, tokens: torch.Tensor, where: torch.Tensor, grid: tuple[int, int], mask: torch.Tensor
@@ -115,7 +114,11 @@ class BertLayer(nn.Module):
         qkv = self.attn.qkv(tokens)
         spread = qkv.new_zeros(b * n, qkv.shape[1]).index_copy_(0, where, qkv).view(b, n, -1)
         attended = self.attn.attend(spread, mask).reshape(b * n, -1).index_select(0, where)
-        x = self.norm1(tokens + self.dropout(self.attn.proj(attended)))
+        return self._residuals(tokens, self.attn.proj(attended))
+
+    def _residuals(self, x: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
+        """Everything after attention, per token: both residual sums, the feed-forward and the norms."""
+        x = self.norm1(x + self.dropout(attended))
         return self.norm2(x + self.dropout(self.mlp(x)))
 
 
@@ -168,17 +171,15 @@ class Bert(nn.Module):
         position_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The last hidden state of each text's first token ([CLS]), `B x C`; arguments as `forward`."""
+        keep = None if attention_mask is None else attention_mask.bool()
         packable = (
             self.packed
-            and attention_mask is not None
+            and keep is not None
+            and bool(keep[:, 0].all())  # a text whose first token is padding: nothing to pack around
             and not self.training
-            and not (torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()))
+            and not needs_grad(*self.parameters())
         )
-        if not packable:
-            return self(input_ids, attention_mask, token_type_ids, position_ids)[:, 0]
-        assert attention_mask is not None
-        keep = attention_mask.bool()
-        if not bool(keep[:, 0].all()):  # a text whose first token is padding: nothing to pack around
+        if keep is None or not packable:
             return self(input_ids, attention_mask, token_type_ids, position_ids)[:, 0]
         x = self.embeddings(input_ids, token_type_ids, position_ids)
         b, n, c = x.shape
@@ -187,5 +188,6 @@ class Bert(nn.Module):
         mask = keep[:, None, None, :]
         for layer in self.layers:
             tokens = cast(BertLayer, layer).forward_packed(tokens, where, (b, n), mask)
-        firsts = keep.sum(1).cumsum(0) - keep.sum(1)  # each text's first real token in the packed order
+        lengths = keep.sum(1)
+        firsts = lengths.cumsum(0) - lengths  # each text's first real token in the packed order
         return tokens.index_select(0, firsts)

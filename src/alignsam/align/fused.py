@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from alignsam.align.efficientnet import EfficientNet, MBConv, SqueezeExcite
+from alignsam.layers import needs_grad
 
 CHUNK_BYTES = 16 << 20
 """Budget for the largest map of the first two stages of one sub-batch of images (see the module docstring)."""
@@ -152,12 +153,13 @@ class FusedEfficientNet(nn.Module):
         # stem's resolution: the stem's output or the expansion of the first stride-2 block
         strided = [i for i, block in enumerate(blocks) if block.stride == 2]
         self.early = strided[1] if len(strided) > 1 else 0
-        widths = [stem.conv.out_channels] + [b.conv_dw.in_channels for b in blocks[: strided[0] + 1] if strided]
+        upto_first_stride = blocks[: strided[0] + 1] if strided else []
+        widths = [stem.conv.out_channels] + [b.conv_dw.in_channels for b in upto_first_stride]
         self.early_width = max(widths)
         self.train(False)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        if self.training or (torch.is_grad_enabled() and pixel_values.requires_grad):
+        if self.training or needs_grad(pixel_values):
             raise RuntimeError("FusedEfficientNet is for inference only (it has no trainable parameters)")
         x = pixel_values.to(self.dtype).contiguous(memory_format=torch.channels_last)
         b, _, h, w = x.shape

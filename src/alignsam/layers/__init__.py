@@ -3,6 +3,7 @@
 from alignsam.layers.activations import get_activation, known_activation
 from alignsam.layers.attention import AttentionImpl, attention, merge_heads, set_attention_impl, split_heads
 from alignsam.layers.drop import DropPath
+from alignsam.layers.grad import needs_grad
 from alignsam.layers.norm import LayerNorm2d
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "get_activation",
     "known_activation",
     "merge_heads",
+    "needs_grad",
     "set_attention_impl",
     "split_heads",
 ]

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from alignsam.layers import get_activation
+from alignsam.layers import get_activation, needs_grad
 
 
 class MLPBlock(nn.Module):
@@ -27,11 +27,6 @@ class MLPBlock(nn.Module):
             # state costs its page faults every block
             return self.lin2(torch.ops.aten.gelu_(hidden, approximate=self.act.approximate))
         return self.lin2(self.act(hidden))
-
-
-def needs_grad(*tensors: torch.Tensor) -> bool:
-    """Whether autograd will need these tensors as they are (so they must not be overwritten)."""
-    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
 class MLP(nn.Module):

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from alignsam.errors import InputError
-from alignsam.layers import AttentionImpl, LayerNorm2d, attention
-from alignsam.sam.common import MLPBlock, needs_grad
+from alignsam.layers import AttentionImpl, LayerNorm2d, attention, needs_grad
+from alignsam.sam.common import MLPBlock
 from alignsam.sam.config import ImageEncoderConfig
 
 
