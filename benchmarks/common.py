@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import os
 import platform
+import resource
 import statistics
 import time
 from collections.abc import Callable
@@ -20,9 +21,15 @@ class Timing:
     name: str
     seconds: dict[str, list[float]] = field(default_factory=dict)
     items_per_call: int = 1
+    fresh_mb: dict[str, list[float]] = field(default_factory=dict)
+    """MB of fresh pages each call touched (minor page faults of the whole process): what it paid for memory
+    the kernel had to map and zero, a cost that depends on the allocator's state (see `memory_write_gbps`)."""
 
     def median(self, who: str) -> float:
         return statistics.median(self.seconds[who])
+
+    def median_fresh_mb(self, who: str) -> float:
+        return statistics.median(self.fresh_mb[who])
 
     def per_second(self, who: str) -> float:
         return self.items_per_call / self.median(who)
@@ -36,17 +43,24 @@ def interleaved(
     name: str, contenders: dict[str, Callable[[], object]], repeats: int, warmup: int = 1, items_per_call: int = 1
 ) -> Timing:
     """Time each contender `repeats` times, alternating between them so drift hits all equally."""
-    timing = Timing(name, {k: [] for k in contenders}, items_per_call)
+    timing = Timing(name, {k: [] for k in contenders}, items_per_call, {k: [] for k in contenders})
     for fn in contenders.values():
         for _ in range(warmup):
             fn()
     for _ in range(repeats):
         for who, fn in contenders.items():
             gc.collect()
+            faults = minor_faults()
             start = time.perf_counter()
             fn()
             timing.seconds[who].append(time.perf_counter() - start)
+            timing.fresh_mb[who].append((minor_faults() - faults) * resource.getpagesize() / 2**20)
     return timing
+
+
+def minor_faults() -> int:
+    """Minor page faults of this process so far (all threads): one per fresh page touched."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def machine() -> str:

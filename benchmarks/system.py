@@ -33,6 +33,28 @@ def matmul_peak(dtype: torch.dtype = torch.float32, n: int = 2048, repeats: int 
     return 2 * n**3 / best / 1e9
 
 
+def memory_write_gbps(mb: int = 256, repeats: int = 5) -> dict[str, float]:
+    """Median GB/s of writing `mb` MB: into memory the process already holds (`held`) and into a fresh buffer
+    (`fresh`), whose pages the kernel maps and zeroes on first touch.
+
+    A library that writes each large activation into a new buffer pays the second rate: transformers' image
+    tower maps 40-130 MB per activation at batch 8, above glibc's 32 MB limit for reusing freed heap memory,
+    so each is fresh. On shared virtual machines that rate moves from run to run, and the reference's image
+    time with it; reading a ratio, read this beside it."""
+    n = mb << 20
+    held = torch.empty(n, dtype=torch.uint8)
+    held.fill_(1)
+    times: dict[str, list[float]] = {"held": [], "fresh": []}
+    for _ in range(repeats):
+        start = time.perf_counter()
+        held.fill_(0)
+        times["held"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        torch.empty(n, dtype=torch.uint8).fill_(0)
+        times["fresh"].append(time.perf_counter() - start)
+    return {k: round(n / 1e9 / sorted(v)[len(v) // 2], 1) for k, v in times.items()}
+
+
 def count_flops(fn: Callable[[], Any]) -> int:
     """Floating-point operations of one call, as counted by PyTorch (matmuls and convolutions)."""
     with FlopCounterMode(display=False) as counter, torch.inference_mode():

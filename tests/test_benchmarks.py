@@ -4,10 +4,14 @@ on a shared machine are noise; the full run's figures live in benchmarks/RESULTS
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
 from benchmarks.__main__ import markdown, run
+from benchmarks.align_speed import HELD_MEMORY_ENV, ROOT
 
 
 @pytest.fixture(scope="module")
@@ -25,11 +29,47 @@ def test_every_part_reports_both_implementations(results: dict) -> None:
     json.dumps(results, default=str)  # the --json report
 
 
+def test_image_features_are_timed_with_and_without_fresh_pages(results: dict) -> None:
+    timings = {t["name"]: t for t in results["align"]["timings"]}
+    default, held = timings["image features (batch 8)"], timings["image features (batch 8), freed memory kept"]
+    for timing in (default, held):
+        assert {"alignsam", "alignsam bf16", "transformers"} <= timing.keys()
+        assert all(timing[who]["fresh_pages_mb"] >= 0 for who in ("alignsam", "transformers"))
+    assert held["allocator"] == HELD_MEMORY_ENV  # the round ran in a child process with the allocator told
+    written = results["memory_write_gbps"]
+    assert all(written[when]["held"] > 0 and written[when]["fresh"] > 0 for when in ("start", "end"))
+
+
 def test_the_report_has_the_targets_table(results: dict) -> None:
     names = [row[0] for row in results["targets"]]
-    for expected in ("ALIGN image features vs transformers", "ALIGN text features", "SAM vit_b set_image",
+    for expected in ("ALIGN image features vs transformers", "ALIGN image features vs transformers, allocator",
+                     "ALIGN text features", "SAM vit_b set_image",
                      "SAM set_image, bf16", "cold start", "classify pipeline", "peak resident memory"):  # fmt: skip
         assert any(n.startswith(expected) for n in names), (expected, names)
     report = markdown(results)
     assert report.startswith("# Benchmark results") and "| what | target | measured | met |" in report
     assert report.count("\n| ") >= len(names) + 10
+
+
+def test_held_memory_env_spares_fresh_pages() -> None:
+    """What the second image round relies on: a chain of 40 MB activations, each in a new buffer (as
+    transformers' tower writes them), touches fresh pages for each with glibc's defaults, and reuses freed
+    heap memory with `HELD_MEMORY_ENV`."""
+    code = (
+        "import resource, torch\nfrom benchmarks.common import minor_faults\n"
+        "x = torch.ones(10 << 20)\n"
+        "def chain():\n    y = x\n    for _ in range(6):\n        y = y * 1.0001\n"
+        "chain()\nbefore = minor_faults()\n"
+        "for _ in range(4):\n    chain()\n"
+        "print((minor_faults() - before) * resource.getpagesize() >> 20)"
+    )
+
+    def fresh_mb(env: dict[str, str]) -> int:
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=ROOT)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return int(out.stdout.split()[-1])
+
+    plain = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    default, held = fresh_mb(plain), fresh_mb({**plain, **HELD_MEMORY_ENV})
+    assert default >= 24 * 35, default  # 24 buffers of 40 MB, each fresh
+    assert held <= default / 4, (held, default)
