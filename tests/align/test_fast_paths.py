@@ -208,3 +208,51 @@ def test_packed_text_matches_padded():
             with FastPath().autocast("cpu"):
                 out = packed.encode_text(i, m)
         assert (out - ref).abs().max() <= 1e-5
+
+
+def test_folding_memory_mapped_weights_prefaults_them_and_leaves_the_checkpoint_alone(tmp_path):
+    """Folding scales conv weights in place; weights loaded from a checkpoint are a copy-on-write mapping
+    of the file. `prefault_for_writing` maps them writable in bulk first (Linux 5.14+): the in-place writes
+    then take no page faults, the file is untouched and the folded model equals one folded in memory."""
+    import resource
+
+    from safetensors.torch import load_file
+
+    from alignsam.layers.fuse import prefault_for_writing
+
+    config = small_config()
+    in_memory = conditioned_align(config).eval()
+    in_memory.save_pretrained(tmp_path)
+    files = sorted(tmp_path.glob("*.safetensors"))
+    before = [f.read_bytes() for f in files]
+
+    weights = [w for k, w in load_file(files[0]).items() if k.endswith("weight") and w.dim() == 4]
+    assert sum(w.numel() for w in weights) * 4 > 1 << 20  # enough pages for the fault count to mean something
+
+    def faults_while_scaling() -> int:
+        start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        for w in weights:
+            w.mul_(1.0)
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start
+
+    if prefault_for_writing(weights):
+        assert faults_while_scaling() < 16
+    else:  # pragma: no cover - not Linux 5.14+: the writes fault page by page, as without the helper
+        pytest.skip("madvise(MADV_POPULATE_WRITE) is not available here")
+
+    loaded = AlignModel.from_pretrained(tmp_path).eval()
+    pixels = varied_images(2, config.vision_config.image_size, seed=3)
+    fast = FastPath(fuse=False, onednn_matmul=False)
+    ours, reference = prepare_align(loaded, fast), prepare_align(copy.deepcopy(in_memory), fast)
+    with fast.autocast("cpu"):
+        assert torch.equal(ours.encode_image(pixels), reference.encode_image(pixels))
+    assert [f.read_bytes() for f in files] == before
+
+
+def test_prefault_for_writing_is_harmless_on_ordinary_tensors():
+    from alignsam.layers.fuse import prefault_for_writing
+
+    t = torch.arange(3000, dtype=torch.float32)
+    view = t[5:1000]  # not page-aligned: the pages around it are owned by the process and left as they are
+    prefault_for_writing([view, torch.empty(0), t])
+    assert torch.equal(t, torch.arange(3000, dtype=torch.float32))

@@ -2,8 +2,52 @@
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import mmap
+import sys
+from collections.abc import Callable, Iterable
+
 import torch
 from torch import nn
+
+_MADV_POPULATE_WRITE = 23  # Linux 5.14+
+
+
+@functools.cache
+def _madvise() -> Callable[[int, int, int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).madvise
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+def prefault_for_writing(tensors: Iterable[torch.Tensor]) -> bool:
+    """Ask the kernel to make the CPU memory of `tensors` writable now, in one call per tensor, before
+    they are rewritten in place; True where it did, False where it cannot (not Linux 5.14+).
+
+    Weights memory-mapped from a checkpoint are copy-on-write: scaling them in place otherwise takes one
+    page fault per 4 KB page, and for align-base's image tower (250 MB) those faults cost ~0.5 s of a cold
+    start against ~0.1 s for `madvise(MADV_POPULATE_WRITE)`. Contents are unchanged either way (the kernel
+    copies each page as a write would); memory the process already owns is left as it is."""
+    madvise = _madvise()
+    if madvise is None:
+        return False
+    page = mmap.PAGESIZE
+    done = True
+    for t in tensors:
+        if t.device.type != "cpu" or t.numel() == 0:
+            continue
+        start = t.data_ptr() // page * page
+        end = -(-(t.data_ptr() + t.numel() * t.element_size()) // page) * page
+        if madvise(start, end - start, _MADV_POPULATE_WRITE) != 0:
+            done = False  # EINVAL on older kernels; the in-place writes then fault page by page as before
+    return done
 
 
 @torch.no_grad()
