@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import subprocess
 import sys
 import time
@@ -52,7 +53,7 @@ def memory_write_gbps(mb: int = 256, repeats: int = 5) -> dict[str, float]:
         start = time.perf_counter()
         torch.empty(n, dtype=torch.uint8).fill_(0)
         times["fresh"].append(time.perf_counter() - start)
-    return {k: round(n / 1e9 / sorted(v)[len(v) // 2], 1) for k, v in times.items()}
+    return {k: round(n / 1e9 / statistics.median(v), 1) for k, v in times.items()}
 
 
 def count_flops(fn: Callable[[], Any]) -> int:

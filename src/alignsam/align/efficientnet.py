@@ -20,7 +20,7 @@ from torch import nn
 
 from alignsam.align.config import AlignVisionConfig
 from alignsam.layers import DropPath, get_activation
-from alignsam.layers.fuse import fold_conv_bn, prefault_for_writing
+from alignsam.layers.fuse import fold_conv_bn
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,8 +176,6 @@ def fold_batchnorm(net: EfficientNet) -> EfficientNet:
             fold_conv_bn(conv, bn)  # in place: the convolution stays where it is
             setattr(owner, bn_name, nn.Identity())
 
-    # the weights are scaled in place: map memory-mapped ones writable in bulk, not a page fault at a time
-    prefault_for_writing(m.weight for m in net.modules() if isinstance(m, nn.Conv2d))
     fold(net.stem, "conv", "bn")
     for block in net.blocks:
         assert isinstance(block, MBConv)

@@ -62,5 +62,6 @@ def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)  # C_out
     bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
     conv.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias, requires_grad=False)
+    prefault_for_writing([conv.weight])  # memory-mapped: writable in one call, not a page fault at a time
     conv.weight.mul_(scale.view(-1, 1, 1, 1).to(conv.weight.dtype))
     return conv.requires_grad_(False)
