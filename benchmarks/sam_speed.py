@@ -4,13 +4,18 @@ Measures, with interleaved repetitions (medians, and the ratio transformers / al
 - `set_image`: preprocessing (resize to 1024, normalise, pad) plus the image encoder; also alignsam's bf16
   autocast option, with the IoU of its masks to the fp32 masks for a grid of point prompts;
 - per-prompt `predict`: one foreground point, three masks, post-processed to the original image size;
-- the automatic mask generator's seconds per image (official defaults: 32 x 32 points), alignsam only.
+- the automatic mask generator's seconds per image beside the official `SamAutomaticMaskGenerator`
+  (medians and the ratio official / alignsam), on a separate pair of models with the same weights: the
+  model's architecture, randomised so that masks are image regions (`make_masks_follow_the_image_`).
+  Official defaults (32 x 32 points; 4 x 4 in quick mode) except the thresholds of `AMG_THRESHOLDS`,
+  lowered because random weights pass no mask at the defaults. The official generator's NMS is alignsam's
+  vectorised one (the same kept boxes) instead of the test stand-in's pure-Python loop.
 
-    python benchmarks/sam_speed.py            # vit_b, a few minutes on a small CPU
-    python benchmarks/sam_speed.py --quick    # a tiny model, seconds (what the test suite runs)
+    python -m benchmarks.sam_speed            # vit_b, some 15 minutes on 2 cores (mostly the AMG)
+    python -m benchmarks.sam_speed --quick    # a tiny model, seconds (what the test suite runs)
 
-Importable: `run(quick=True)` returns the figures as a dict. transformers is needed for the comparison
-(it is a test-only dependency of alignsam); without it only alignsam is timed.
+Importable: `run(quick=True)` returns the figures as a dict. transformers and segment-anything are needed
+for the comparisons (test-only dependencies of alignsam); without them only alignsam is timed.
 """
 
 from __future__ import annotations
@@ -19,17 +24,22 @@ import argparse
 import json
 import platform
 import statistics
+import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import torch
 
 from alignsam.inference import FastPath
-from alignsam.sam import SamAutomaticMaskGenerator, SamModel, SamPredictor
+from alignsam.io import load_weights_into
+from alignsam.sam import SamAutomaticMaskGenerator, SamConfig, SamModel, SamPredictor
+from alignsam.sam.amg import batched_nms
+from alignsam.sam.convert import official_to_alignsam
 
 QUICK_VISION = {
     "hidden_size": 64,
@@ -39,6 +49,9 @@ QUICK_VISION = {
     "global_attn_indexes": [1],
     "mlp_dim": 128,
 }
+# Official defaults 0.88, 0.95, 0.7 pass no mask with random weights; these are test_parity_amg's `RANDOM`.
+AMG_THRESHOLDS: dict[str, float] = {"pred_iou_thresh": 0.2, "stability_score_thresh": 0.6, "box_nms_thresh": 0.95}
+AMG_SEED, AMG_LOGIT_GAIN = 3, 100.0
 
 
 def _image() -> np.ndarray:
@@ -166,14 +179,7 @@ def _run(quick: bool, reps: int, amg: bool) -> dict[str, Any]:
             hf_set_image()
         results["predict"] = _median_times(predict, reps * 4)
         if amg:
-            generator = SamAutomaticMaskGenerator(ours, points_per_side=4 if quick else 32)
-            start = time.perf_counter()
-            masks = generator.generate(image)
-            results["amg"] = {
-                "alignsam": time.perf_counter() - start,
-                "points": generator.point_grids[0].shape[0],
-                "masks": len(masks),
-            }
+            results["amg"] = _amg(ours, image, {"points_per_side": 4 if quick else 32, **AMG_THRESHOLDS}, reps)
     finally:
         torch.set_grad_enabled(True)
     for key in ("set_image", "predict"):
@@ -183,6 +189,67 @@ def _run(quick: bool, reps: int, amg: bool) -> dict[str, Any]:
         row = results["set_image"]
         row["ratio_transformers_over_alignsam_bf16"] = row["transformers"] / row["alignsam bf16"]
     return results
+
+
+def _amg_models(config: SamConfig) -> tuple[Any, Any, SamModel] | None:
+    """The official package, its `Sam` for `config` with randomised weights whose masks are image regions,
+    and alignsam's model with the same weights; None without the official package."""
+    try:
+        from tests.sam import sam_testing
+
+        official = sam_testing.import_official()
+    except ImportError:
+        return None
+    reference = sam_testing.official_from_config(config)
+    sam_testing.randomize_(reference, seed=AMG_SEED, logit_gain=AMG_LOGIT_GAIN)
+    sam_testing.make_masks_follow_the_image_(reference)
+    ours = SamModel.from_config(config).eval()
+    load_weights_into(ours, official_to_alignsam(reference.state_dict()))
+    return official, reference, ours
+
+
+@contextmanager
+def _official_fast_nms() -> Iterator[None]:
+    """Within: the official generator calls alignsam's vectorised `batched_nms` (the same kept indices as
+    torchvision's; tests/sam/test_amg_utils.py), not the torchvision stand-in's pure-Python loop."""
+    module: Any = sys.modules.get("segment_anything.automatic_mask_generator")
+    if module is None:
+        yield
+        return
+    saved = module.batched_nms
+    module.batched_nms = batched_nms
+    try:
+        yield
+    finally:
+        module.batched_nms = saved
+
+
+def _amg(fallback: SamModel, image: np.ndarray, params: dict[str, Any], reps: int) -> dict[str, Any]:
+    """Seconds per image of both generators (a warm-up each, then `reps // 2` interleaved rounds), their mask
+    counts and whether they kept the same boxes; alignsam's alone on `fallback` without the official package."""
+    models = _amg_models(fallback.config)
+    generators: dict[str, Any] = {"alignsam": SamAutomaticMaskGenerator(models[2] if models else fallback, **params)}
+    if models is not None:
+        official, reference, _ = models
+        generators["official"] = official.SamAutomaticMaskGenerator(reference, **params)
+    outputs: dict[str, list[dict[str, Any]]] = {}
+
+    def generate(name: str) -> Callable[[], None]:
+        return lambda: outputs.__setitem__(name, generators[name].generate(image))
+
+    with _official_fast_nms():
+        row: dict[str, Any] = _median_times({name: generate(name) for name in generators}, max(1, reps // 2))
+    if "official" in row:
+        row["ratio_official_over_alignsam"] = row["official"] / row["alignsam"]
+    row["points"] = generators["alignsam"].point_grids[0].shape[0]
+    row["masks"] = {name: len(masks) for name, masks in outputs.items()}
+    row["params"] = params
+    if "official" in outputs:
+        ours, theirs = outputs["alignsam"], outputs["official"]
+        row["same_masks"] = len(ours) == len(theirs) and all(
+            a["bbox"] == b["bbox"] for a, b in zip(ours, theirs, strict=True)
+        )
+    return row
 
 
 def _mask_iou(fp32: SamPredictor, bf16: SamPredictor, h: int, w: int, side: int = 4) -> dict[str, float]:
@@ -210,7 +277,12 @@ def _report(results: dict[str, Any]) -> str:
         lines.append(f"{key:10s} {text}" + (f"  (transformers / alignsam = {ratio:.2f})" if ratio else ""))
     if "amg" in results:
         a = results["amg"]
-        lines.append(f"amg        alignsam {a['alignsam']:.1f} s per image ({a['points']} points, {a['masks']} masks)")
+        text = "  ".join(f"{k} {a[k]:.2f} s" for k in ("alignsam", "official") if k in a) + " per image"
+        if "official" in a:
+            text += f"  (official / alignsam = {a['ratio_official_over_alignsam']:.2f})"
+        masks = ", ".join(f"{k} {n}" for k, n in a["masks"].items())
+        same = f", same boxes: {'yes' if a['same_masks'] else 'no'}" if "same_masks" in a else ""
+        lines.append(f"amg        {text}  {a['points']} points, masks: {masks}{same}")
     return "\n".join(lines)
 
 

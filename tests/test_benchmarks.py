@@ -25,7 +25,10 @@ def test_every_part_reports_both_implementations(results: dict) -> None:
     sam = results["sam"]
     assert {"alignsam", "alignsam bf16", "transformers"} <= sam["set_image"].keys()
     assert 0.0 <= sam["bf16_mask_iou"]["min"] <= sam["bf16_mask_iou"]["median"] <= 1.0
-    assert sam["amg"]["points"] == 16
+    amg = sam["amg"]
+    assert amg["points"] == 16 and {"alignsam", "official", "ratio_official_over_alignsam"} <= amg.keys()
+    assert amg["masks"]["alignsam"] > 0 and amg["masks"]["official"] > 0  # the thresholds let masks through
+    assert isinstance(amg["same_masks"], bool) and amg["params"]["points_per_side"] == 4
     json.dumps(results, default=str)  # the --json report
 
 

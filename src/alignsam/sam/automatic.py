@@ -43,6 +43,9 @@ from alignsam.sam.amg import (
 from alignsam.sam.model import SamModel
 from alignsam.sam.predictor import SamPredictor
 
+POSTPROCESS_CHUNK = 16
+"""Masks resized together (each takes 4 MB at the 1024 px input size on the way)."""
+
 OutputMode = Literal["binary_mask", "uncompressed_rle", "coco_rle"]
 
 
@@ -206,17 +209,18 @@ class SamAutomaticMaskGenerator:
         transformed = self.predictor.transform.apply_coords(points, im_size)
         in_points = torch.as_tensor(transformed, device=self.predictor.device)
         in_labels = torch.ones(in_points.shape[0], dtype=torch.int, device=in_points.device)
-        masks, iou_preds, _ = self.predictor.predict_torch(
-            in_points[:, None, :], in_labels[:, None], multimask_output=True, return_logits=True
-        )
+        low_res, iou_preds = self.predictor.decode_torch(in_points[:, None, :], in_labels[:, None])
         data = MaskData(
-            masks=masks.flatten(0, 1),
+            masks=low_res.flatten(0, 1),
             iou_preds=iou_preds.flatten(0, 1),
-            points=torch.as_tensor(points.repeat(masks.shape[1], axis=0)),
+            points=torch.as_tensor(points.repeat(low_res.shape[1], axis=0)),
         )
-        del masks
+        del low_res
         if self.pred_iou_thresh > 0.0:
             data.filter(data["iou_preds"] > self.pred_iou_thresh)
+        # Only the masks that passed are brought to full size (the official code resizes every mask first;
+        # each mask is resized on its own, so the kept ones are the same either way).
+        data["masks"] = self._full_size(data["masks"])
         threshold = self.predictor.model.mask_threshold
         data["stability_score"] = calculate_stability_score(data["masks"], threshold, self.stability_score_offset)
         if self.stability_score_thresh > 0.0:
@@ -229,6 +233,15 @@ class SamAutomaticMaskGenerator:
         data["rles"] = mask_to_rle_pytorch(uncrop_masks(data["masks"], crop_box, orig_h, orig_w))
         del data["masks"]
         return data
+
+    def _full_size(self, low_res: torch.Tensor) -> torch.Tensor:
+        """`N x 256 x 256` low-resolution logits -> `N x H x W` logits at the crop's size, a few masks at a time."""
+        im_size, input_size = self.predictor.original_sizes[0], self.predictor.input_sizes[0]
+        parts = [
+            self.predictor.model.postprocess_masks(chunk[:, None], input_size, im_size)[:, 0]
+            for chunk in low_res.split(POSTPROCESS_CHUNK)
+        ]
+        return torch.cat(parts) if parts else low_res.new_empty(0, *im_size)
 
     @staticmethod
     def postprocess_small_regions(mask_data: MaskData, min_area: int, nms_thresh: float) -> MaskData:

@@ -66,29 +66,42 @@ class MaskDecoder(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """All `num_mask_tokens` outputs: logits `B x (M+1) x 4h x 4w` and IoUs `B x (M+1)`."""
         b = sparse_prompt_embeddings.shape[0]
-        if image_embeddings.shape[0] not in (1, b):
-            raise InputError(
-                f"The mask decoder got {image_embeddings.shape[0]} image embeddings for {b} prompt sets; "
-                "pass one embedding shared by all prompts, or one per prompt set."
-            )
-        output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)  # (1+M+1) x C
-        tokens = torch.cat([output_tokens.unsqueeze(0).expand(b, -1, -1), sparse_prompt_embeddings], dim=1)
-
+        check_image_batch(image_embeddings, b)
+        tokens = self.prompt_tokens(sparse_prompt_embeddings)
         src = image_embeddings.expand(b, -1, -1, -1) + dense_prompt_embeddings  # B x C x h x w
         pos_src = image_pe.expand(b, -1, -1, -1)
-        _, c, h, w = src.shape
-
         hs, src = self.transformer(src, pos_src, tokens)  # B x T x C, B x hw x C
+        return self.heads(hs, src, image_pe.shape[-2:])
+
+    def prompt_tokens(self, sparse_prompt_embeddings: torch.Tensor) -> torch.Tensor:
+        """The output tokens (IoU, then masks) before each set of prompt tokens: `B x (2+M+T) x C`."""
+        b = sparse_prompt_embeddings.shape[0]
+        output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)  # (1+M+1) x C
+        return torch.cat([output_tokens.unsqueeze(0).expand(b, -1, -1), sparse_prompt_embeddings], dim=1)
+
+    def heads(
+        self, hs: torch.Tensor, image_tokens: torch.Tensor, size: tuple[int, int] | torch.Size
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The transformer's tokens `B x T x C` and image tokens `B x hw x C` -> all mask logits and IoUs."""
+        b, _, c = image_tokens.shape
+        h, w = size
         iou_token_out = hs[:, 0, :]
         mask_tokens_out = hs[:, 1 : 1 + self.num_mask_tokens, :]
-
-        upscaled = self.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))  # B x C/8 x 4h x 4w
+        upscaled = self.output_upscaling(image_tokens.transpose(1, 2).reshape(b, c, h, w))  # B x C/8 x 4h x 4w
         hyper_in = torch.stack(
             [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1
         )  # B x (M+1) x C/8
         b, c8, hu, wu = upscaled.shape
         masks = (hyper_in @ upscaled.reshape(b, c8, hu * wu)).reshape(b, -1, hu, wu)
         return masks, self.iou_prediction_head(iou_token_out)
+
+
+def check_image_batch(image_embeddings: torch.Tensor, num_prompt_sets: int) -> None:
+    if image_embeddings.shape[0] not in (1, num_prompt_sets):
+        raise InputError(
+            f"The mask decoder got {image_embeddings.shape[0]} image embeddings for {num_prompt_sets} prompt "
+            "sets; pass one embedding shared by all prompts, or one per prompt set."
+        )
 
 
 class Upscaling(nn.Module):

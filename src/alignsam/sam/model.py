@@ -148,6 +148,21 @@ class SamModel(nn.Module):
         masks = masks[..., : input_size[0], : input_size[1]]
         return F.interpolate(masks, tuple(original_size), mode="bilinear", align_corners=False)
 
+    def embed_prompts(
+        self,
+        point_coords: torch.Tensor | None,
+        point_labels: torch.Tensor | None,
+        boxes: torch.Tensor | None,
+        mask_inputs: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The prompt encoder's sparse `B x T x C` and dense `B x C x h x w` embeddings (see `forward`)."""
+        if point_coords is None and boxes is None and mask_inputs is None:
+            raise PromptError("Give at least one prompt: points, boxes or mask_inputs.")
+        if (point_coords is None) != (point_labels is None):
+            raise PromptError("point_coords and point_labels go together; pass both or neither.")
+        points = (point_coords, point_labels) if point_coords is not None and point_labels is not None else None
+        return self.prompt_encoder(points=points, boxes=boxes, masks=mask_inputs)
+
     def forward_batched(self, batched_input: list[dict[str, Any]], multimask_output: bool) -> list[dict[str, Any]]:
         """The official `Sam.forward`: several images, each with its own prompts, in one call.
 
@@ -227,15 +242,10 @@ class SamModel(nn.Module):
             return self.forward_batched(pixel_values, multimask_output)
         if (pixel_values is None) == (image_embeddings is None):
             raise InputError("Pass exactly one of pixel_values and image_embeddings.")
-        if point_coords is None and boxes is None and mask_inputs is None:
-            raise PromptError("Give at least one prompt: points, boxes or mask_inputs.")
-        if (point_coords is None) != (point_labels is None):
-            raise PromptError("point_coords and point_labels go together; pass both or neither.")
+        sparse, dense = self.embed_prompts(point_coords, point_labels, boxes, mask_inputs)
         if image_embeddings is None:
             assert pixel_values is not None
             image_embeddings = self.image_encoder(pixel_values)
-        points = (point_coords, point_labels) if point_coords is not None and point_labels is not None else None
-        sparse, dense = self.prompt_encoder(points=points, boxes=boxes, masks=mask_inputs)
         low_res_logits, iou_predictions = self.mask_decoder(
             image_embeddings=image_embeddings,
             image_pe=self.prompt_encoder.get_dense_pe(),

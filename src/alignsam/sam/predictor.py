@@ -26,6 +26,7 @@ from alignsam.errors import InputError, PromptError
 from alignsam.inference import FastPath
 from alignsam.io.images import DEFAULT_MAX_PIXELS, ImageInput, load_image_array
 from alignsam.sam.model import SamModel
+from alignsam.sam.prompt_batch import decode_prompt_batch
 from alignsam.sam.prompts import PromptArrays, check_prompts, mask_to_logits
 from alignsam.sam.transforms import ResizeLongestSide
 
@@ -254,20 +255,51 @@ class SamPredictor:
             low-resolution logits `B x C x 256 x 256`.
         """
         original_size, input_size = self._sizes(image_index)
+        low_res, iou_predictions = self.decode_torch(
+            point_coords, point_labels, boxes, mask_input, multimask_output, image_index=image_index
+        )
+        masks = self.model.postprocess_masks(low_res, input_size, original_size)
+        if not return_logits:
+            masks = masks > self.model.mask_threshold
+        return masks, iou_predictions, low_res
+
+    @torch.no_grad()
+    def decode_torch(
+        self,
+        point_coords: torch.Tensor | None,
+        point_labels: torch.Tensor | None,
+        boxes: torch.Tensor | None = None,
+        mask_input: torch.Tensor | None = None,
+        multimask_output: bool = True,
+        *,
+        image_index: int = 0,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`predict_torch` without the post-processing: low-resolution logits `B x C x 256 x 256` and IoU
+        predictions `B x C` (then `model.postprocess_masks` gives full-size logits of the masks one keeps)."""
+        self._sizes(image_index)
         _check_torch_prompts(point_coords, point_labels, boxes, mask_input)
         assert self.features is not None
-        out = self.model(
-            image_embeddings=self.features[image_index : image_index + 1],
+        return self._decode(
+            self.features[image_index : image_index + 1],
             point_coords=point_coords,
             point_labels=point_labels,
             boxes=boxes,
             mask_inputs=None if mask_input is None else mask_input.to(self.model.dtype),
             multimask_output=multimask_output,
         )
-        masks = self.model.postprocess_masks(out.low_res_logits, input_size, original_size)
-        if not return_logits:
-            masks = masks > self.model.mask_threshold
-        return masks, out.iou_predictions, out.low_res_logits
+
+    def _decode(
+        self, image_embeddings: torch.Tensor, *, multimask_output: bool, **prompts: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model's low-resolution logits and IoUs for prompt sets on `1 or B` image embeddings."""
+        if not self.fast.prompt_batch:
+            out = self.model(image_embeddings=image_embeddings, multimask_output=multimask_output, **prompts)
+            return out.low_res_logits, out.iou_predictions
+        model = self.model
+        sparse, dense = model.embed_prompts(**prompts)
+        pe = model.prompt_encoder.get_dense_pe()
+        with self.fast.matmul(self.device):
+            return decode_prompt_batch(model.mask_decoder, image_embeddings, pe, sparse, dense, multimask_output)
 
     def _sizes(self, image_index: int) -> tuple[tuple[int, int], tuple[int, int]]:
         if not self.is_image_set:
@@ -290,15 +322,17 @@ class SamPredictor:
         for members in groups.values():
             parts = [self._to_model_frame(*items[n]) for n in members]
             image_ids = torch.tensor([items[n][0] for n in members for _ in range(items[n][1].num_sets)])
-            out = self.model(
-                image_embeddings=self.features[image_ids.to(self.features.device)],
+            if bool((image_ids == image_ids[0]).all()):  # one image: one embedding for every prompt set
+                image_ids = image_ids[:1]
+            logits, predicted = self._decode(
+                self.features[image_ids.to(self.features.device)],
                 **{k: _cat([p[k] for p in parts]) for k in parts[0]},
                 multimask_output=multimask_output,
             )
             start = 0
             for n in members:
                 k = items[n][1].num_sets
-                low_res[n], ious[n] = out.low_res_logits[start : start + k], out.iou_predictions[start : start + k]
+                low_res[n], ious[n] = logits[start : start + k], predicted[start : start + k]
                 start += k
         results = []
         for n, (image_index, prompts) in enumerate(items):
