@@ -106,6 +106,16 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
                 rb >= 3 and iou >= 0.98,
             )
         )
+    predict = results.get("sam", {}).get("predict", {})
+    if "ratio_transformers_over_alignsam" in predict:
+        r = predict["ratio_transformers_over_alignsam"]
+        rows.append(("SAM predict (one point, 3 masks, full size) vs transformers", "(none)", f"{r:.2f}x", None))
+    amg = results.get("sam", {}).get("amg", {})
+    if "ratio_official_over_alignsam" in amg:
+        r = amg["ratio_official_over_alignsam"]
+        what = f"SAM automatic masks per image vs the official generator ({amg['points']} points)"
+        same = "same masks" if amg.get("same_masks") else "masks differ"
+        rows.append((what, "(none)", f"{r:.2f}x ({amg['alignsam']:.1f} s), {same}", None))
     cold = _timing(results, "cli", "cold start")
     if cold:
         r = cold["ratio_vs_transformers"]
@@ -146,7 +156,7 @@ def markdown(results: dict[str, Any]) -> str:
         "| --- | --- | --- | --- |",
     ]
     for what, target, measured, met in results["targets"]:
-        lines.append(f"| {what} | {target} | {measured} | {'yes' if met else 'no'} |")
+        lines.append(f"| {what} | {target} | {measured} | {'-' if met is None else 'yes' if met else 'no'} |")
     for part in PARTS:
         if part not in results:
             continue

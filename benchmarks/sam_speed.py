@@ -11,7 +11,7 @@ Measures, with interleaved repetitions (medians, and the ratio transformers / al
   lowered because random weights pass no mask at the defaults. The official generator's NMS is alignsam's
   vectorised one (the same kept boxes) instead of the test stand-in's pure-Python loop.
 
-    python -m benchmarks.sam_speed            # vit_b, some 15 minutes on 2 cores (mostly the AMG)
+    python -m benchmarks.sam_speed            # vit_b, some 8 minutes on 2 cores (half of it the official AMG)
     python -m benchmarks.sam_speed --quick    # a tiny model, seconds (what the test suite runs)
 
 Importable: `run(quick=True)` returns the figures as a dict. transformers and segment-anything are needed
@@ -225,7 +225,8 @@ def _official_fast_nms() -> Iterator[None]:
 
 
 def _amg(fallback: SamModel, image: np.ndarray, params: dict[str, Any], reps: int) -> dict[str, Any]:
-    """Seconds per image of both generators (a warm-up each, then `reps // 2` interleaved rounds), their mask
+    """Seconds per image of both generators (a warm-up each, then `reps // 4` interleaved rounds: one in the
+    full run, where a call takes from half a minute to two), their mask
     counts and whether they kept the same boxes; alignsam's alone on `fallback` without the official package."""
     models = _amg_models(fallback.config)
     generators: dict[str, Any] = {"alignsam": SamAutomaticMaskGenerator(models[2] if models else fallback, **params)}
@@ -238,7 +239,7 @@ def _amg(fallback: SamModel, image: np.ndarray, params: dict[str, Any], reps: in
         return lambda: outputs.__setitem__(name, generators[name].generate(image))
 
     with _official_fast_nms():
-        row: dict[str, Any] = _median_times({name: generate(name) for name in generators}, max(1, reps // 2))
+        row: dict[str, Any] = _median_times({name: generate(name) for name in generators}, max(1, reps // 4))
     if "official" in row:
         row["ratio_official_over_alignsam"] = row["official"] / row["alignsam"]
     row["points"] = generators["alignsam"].point_grids[0].shape[0]
