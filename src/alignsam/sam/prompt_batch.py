@@ -46,7 +46,7 @@ def decode_prompt_batch(
     """What `decoder(...)` returns (mask logits `B x M x 4h x 4w`, IoUs `B x M`), for inference."""
     b = sparse_prompt_embeddings.shape[0]
     check_image_batch(image_embeddings, b)
-    dense = dense_prompt_embeddings
+    dense = dense_prompt_embeddings.expand(b, -1, -1, -1)
     shared = image_embeddings.shape[0] == 1 and (dense.shape[0] == 1 or dense.stride(0) == 0)
     if shared:
         src = (image_embeddings + dense[:1]).flatten(2).transpose(1, 2)  # no mask prompt: one image side
