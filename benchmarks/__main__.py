@@ -1,6 +1,6 @@
 """The benchmark suite: every benchmark, one process, one machine; a markdown report.
 
-    python -m benchmarks                      # full size (align-base, SAM vit_b): tens of minutes on 2 cores
+    python -m benchmarks                      # full size (align-base, SAM vit_b): ~15 minutes on 2 cores
     python -m benchmarks --quick              # tiny models, about a minute (the test suite runs this)
     python -m benchmarks --only align,cli     # some of: align, sam, cli, train
     python -m benchmarks --markdown benchmarks/RESULTS.md --json benchmarks/results.json
