@@ -57,8 +57,10 @@ class SamPredictor:
             fast: speed options for the image encoder (see `alignsam.inference.FastPath`): `precision="bf16"`
                 runs it under bfloat16 autocast (the embedding is kept in float32 and the prompt decoder runs
                 in float32), `compile=True` wraps it in `torch.compile`, `onednn_matmul` (on by default) runs
-                its float32 linear layers, and its large bf16 attention, on oneDNN's matrix multiply. The model
-                itself is not changed.
+                its float32 linear layers, and its large bf16 attention, on oneDNN's matrix multiply, and
+                `prompt_batch` (on by default) decodes many prompts on one image with the image side computed
+                once (`alignsam.sam.prompt_batch`; float32 whatever the precision). The model itself is not
+                changed.
         """
         self.model = sam_model
         self.transform = ResizeLongestSide(sam_model.image_encoder.img_size)
