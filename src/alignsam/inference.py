@@ -82,12 +82,15 @@ class OneDNNMatmul(TorchFunctionMode):
     (`torch.ops.mkldnn._linear_pointwise`); every other call, and every other function, is left as it is:
 
     - `F.linear` on float32 tensors (bfloat16 ones, and autocast, already reach oneDNN through PyTorch);
-    - `F.scaled_dot_product_attention` on large bfloat16 problems (at least `BIG_ATTENTION` scores a head,
-      as SAM's global attention): head by head, bfloat16 scores from oneDNN (float32 sums), the mask added
-      and the softmax taken in place, then oneDNN again. PyTorch's CPU flash attention is 2.4x slower on
-      SAM vit_b's global attention (512 queries against 4,096 keys, 12 heads: 57 ms against 24 ms) and keeps
-      its scores in float32: the outputs here differ from float32 attention by ~1.4e-3 on average against
-      flash attention's ~1.8e-4, what bfloat16 scores cost (SAM's masks: IoU to float32 in the benchmark).
+    - `F.scaled_dot_product_attention` on large problems (at least `BIG_ATTENTION` scores a head, as SAM's
+      global attention): head by head, the scores from oneDNN (float32 sums), the mask added and the softmax
+      taken in place, then oneDNN again.
+      - bfloat16: PyTorch's CPU flash attention is 2.4x slower on SAM vit_b's global attention (512 queries
+        against 4,096 keys, 12 heads: 57 ms against 24 ms) and keeps its scores in float32; the bfloat16 scores
+        here differ from float32 attention by ~1.4e-3 on average against flash attention's ~1.8e-4 (SAM's
+        masks: IoU to float32 in the benchmark).
+      - float32 (outside autocast): the same numbers to float32 rounding (4e-6), a vit_b global block 0.30 s
+        instead of flash attention's 0.42-0.45 s (2 cores).
     """
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
@@ -98,17 +101,17 @@ class OneDNNMatmul(TorchFunctionMode):
             if _onednn_can_run(x, weight, bias):
                 return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
         elif func is F.scaled_dot_product_attention:
-            out = _bf16_attention(*args, **kwargs)
+            out = _large_attention(*args, **kwargs)
             if out is not None:
                 return out
         return func(*args, **kwargs)
 
 
 BIG_ATTENTION = 1 << 20
-"""Queries x keys of one head from which bfloat16 attention goes head by head through oneDNN."""
+"""Queries x keys of one head from which attention goes head by head through oneDNN."""
 
 
-def _bf16_attention(
+def _large_attention(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
@@ -118,14 +121,14 @@ def _bf16_attention(
     scale: float | None = None,
     **other: object,
 ) -> torch.Tensor | None:
-    """`softmax(q k^T * scale + attn_mask) v` for `B x H x L x D` bfloat16 CPU tensors, or None where the
-    call is not one this path takes (PyTorch's own kernel then runs)."""
+    """`softmax(q k^T * scale + attn_mask) v` for `B x H x L x D` bfloat16 CPU tensors, or float32 ones outside
+    autocast; None where the call is not one this path takes (PyTorch's own kernel then runs)."""
     tensors = [q, k, v] if attn_mask is None else [q, k, v, attn_mask]
     if (
         other
         or dropout_p
         or is_causal
-        or q.dtype != torch.bfloat16
+        or not (q.dtype == torch.bfloat16 or (q.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")))
         or any(type(t) is not torch.Tensor or t.device.type != "cpu" for t in tensors)
         or k.dtype != q.dtype
         or v.dtype != q.dtype
