@@ -12,8 +12,9 @@ Model code stays plain; these options transform a built model or wrap its calls:
   of autocast (CPU only; needs `fold_batchnorm`; see `alignsam.align.fused`).
 - `onednn_matmul`: float32 linear layers (`F.linear`) on oneDNN's matrix multiply rather than the BLAS
   PyTorch uses for float32 (MKL): on this project's AMD EPYC machine oneDNN multiplies 2-2.3x faster
-  (~390 against ~175 GFLOP/s at BERT's and SAM's shapes), to float32 rounding. A function mode active
-  inside `FastPath.autocast`; the models are not changed.
+  (~390 against ~175 GFLOP/s at BERT's and SAM's shapes), to float32 rounding; large attention (SAM's
+  global blocks) head by head on it too. A function mode active inside `FastPath.autocast` and SAM's
+  prompt decoding; the models are not changed.
 - `pack_text`: text embeddings computed on the real tokens only, padding left out of every per-token step
   (`Bert.first_token`; ALIGN's 64 label prompts: 592 tokens instead of 832).
 - `prompt_batch`: SAM's mask decoder computes the image side once for every prompt on an image and
