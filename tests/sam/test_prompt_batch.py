@@ -128,6 +128,19 @@ def test_predictor_default_matches_plain_on_several_images(sample_photo: np.ndar
     assert (a[0] - b[0]).abs().max() <= LOGITS and (a[2] - b[2]).abs().max() <= LOGITS
 
 
+def test_zero_prompt_sets_are_refused(sample_photo: np.ndarray) -> None:
+    """B = 0 is a clear PromptError on both paths (it was a torch error from deep inside either decoder)."""
+    from alignsam.errors import PromptError
+
+    model = _model(seed=6)
+    for fast in (None, PLAIN):
+        predictor = SamPredictor(model, fast=fast)
+        predictor.set_image(sample_photo[:100, :120])
+        for call in (predictor.predict_torch, predictor.decode_torch):
+            with pytest.raises(PromptError, match="no prompt sets"):
+                call(torch.zeros(0, 1, 2), torch.zeros(0, 1, dtype=torch.int))
+
+
 def test_decode_torch_is_predict_torch_before_resizing(sample_photo: np.ndarray) -> None:
     model = _model(seed=5)
     predictor = SamPredictor(model, fast=FastPath(fold_batchnorm=False, channels_last=False))

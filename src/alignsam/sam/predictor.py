@@ -398,3 +398,5 @@ def _check_torch_prompts(
         sizes["mask_input"] = masks.shape[0]
     if len(set(sizes.values())) > 1:
         raise PromptError(f"The prompt parts disagree on the batch size: {sizes}.")
+    if 0 in sizes.values():
+        raise PromptError(f"The prompt has no prompt sets (B = 0): {sizes}.")
