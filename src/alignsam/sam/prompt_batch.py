@@ -23,6 +23,8 @@ equal the plain decoder's to float32 rounding (different sums, in a different or
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -48,15 +50,16 @@ def decode_prompt_batch(
     check_image_batch(image_embeddings, b)
     dense = dense_prompt_embeddings.expand(b, -1, -1, -1)
     shared = image_embeddings.shape[0] == 1 and (dense.shape[0] == 1 or dense.stride(0) == 0)
-    if shared:
-        src = (image_embeddings + dense[:1]).flatten(2).transpose(1, 2)  # no mask prompt: one image side
+    # no mask prompt on one image: one image side for every set
+    shared_src = (image_embeddings + dense[:1]).flatten(2).transpose(1, 2) if shared else None
     key_pe = image_pe.flatten(2).transpose(1, 2)
     memo: dict[nn.Module, torch.Tensor] = {}  # projections of the shared image side, made once
     masks, ious = [], []
     step = max(1, CHUNK_BYTES // max(1, image_pe[0].numel() * image_pe.element_size()))
     for start in range(0, b, step):
         end = min(b, start + step)
-        if not shared:
+        src = shared_src
+        if src is None:
             embeddings = image_embeddings if image_embeddings.shape[0] == 1 else image_embeddings[start:end]
             src = (embeddings + dense[start:end]).flatten(2).transpose(1, 2)
         out = _decode(
@@ -80,7 +83,11 @@ def _decode(
     shared = memo  # the image side is shared until the first block has mixed each set's tokens into it
     for layer in transformer.layers:
         assert isinstance(layer, TwoWayAttentionBlock)
-        queries, keys = _block(layer, queries, keys, query_pe=tokens, key_pe=key_pe, memo=shared)
+        token_to_image = functools.partial(_token_to_image, layer.cross_attn_token_to_image, memo=shared)
+        image_to_token = functools.partial(_image_to_token, layer.cross_attn_image_to_token, memo=shared)
+        queries, keys = layer.forward_with(
+            token_to_image, image_to_token, queries, keys, query_pe=tokens, key_pe=key_pe
+        )
         shared = None  # after a block each prompt set has its own image tokens
     attn_out = _token_to_image(transformer.final_attn_token_to_image, queries + tokens, keys + key_pe, keys, shared)
     hs = transformer.norm_final_attn(queries + attn_out)
@@ -115,24 +122,6 @@ def _as_linear(conv: nn.ConvTranspose2d) -> tuple[torch.Tensor, torch.Tensor | N
     """A stride-2, 2 x 2 transposed convolution as a linear layer to `(dy, dx, channel)` features."""
     weight = conv.weight.permute(2, 3, 1, 0).reshape(-1, conv.in_channels)  # (2 x 2 x out) x in
     return weight, None if conv.bias is None else conv.bias.repeat(4)
-
-
-def _block(
-    layer: TwoWayAttentionBlock, queries: torch.Tensor, keys: torch.Tensor, *, query_pe: torch.Tensor,
-    key_pe: torch.Tensor, memo: dict[nn.Module, torch.Tensor] | None,
-) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-    """`TwoWayAttentionBlock.forward` with the cross-attentions below (with `memo`: keys shared, `1 x hw x C`)."""
-    if layer.skip_first_layer_pe:
-        queries = layer.self_attn(queries, queries, queries)
-    else:
-        q = queries + query_pe
-        queries = queries + layer.self_attn(q, q, queries)
-    queries = layer.norm1(queries)
-    k = keys + key_pe  # the same for both cross-attentions: keys change only at the end of the block
-    queries = layer.norm2(queries + _token_to_image(layer.cross_attn_token_to_image, queries + query_pe, k, keys, memo))
-    queries = layer.norm3(queries + layer.mlp(queries))
-    keys = layer.norm4(keys + _image_to_token(layer.cross_attn_image_to_token, k, queries + query_pe, queries, memo))
-    return queries, keys
 
 
 def _per_head(attn: Attention, proj: torch.nn.Linear) -> tuple[int, int, torch.Tensor]:

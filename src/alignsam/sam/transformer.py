@@ -7,12 +7,17 @@ attention closes the stack. Cross-attentions project to half the width (`attenti
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
 from alignsam.layers import AttentionImpl, attention, merge_heads, split_heads
 from alignsam.sam.common import MLPBlock
 from alignsam.sam.config import MaskDecoderConfig
+
+CrossAttention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+"""`(q, k, v) -> out`, as `Attention.forward`."""
 
 
 class TwoWayTransformer(nn.Module):
@@ -74,6 +79,23 @@ class TwoWayAttentionBlock(nn.Module):
     def forward(
         self, queries: torch.Tensor, keys: torch.Tensor, *, query_pe: torch.Tensor, key_pe: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.forward_with(
+            self.cross_attn_token_to_image, self.cross_attn_image_to_token, queries, keys,
+            query_pe=query_pe, key_pe=key_pe,
+        )  # fmt: skip
+
+    def forward_with(
+        self,
+        token_to_image: CrossAttention,
+        image_to_token: CrossAttention,
+        queries: torch.Tensor,
+        keys: torch.Tensor,
+        *,
+        query_pe: torch.Tensor,
+        key_pe: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The block with its two cross-attentions given as `(q, k, v) -> out` callables (`forward` passes the
+        block's own modules; `alignsam.sam.prompt_batch` computes the same attentions another way)."""
         if self.skip_first_layer_pe:
             queries = self.self_attn(queries, queries, queries)
         else:
@@ -81,15 +103,12 @@ class TwoWayAttentionBlock(nn.Module):
             queries = queries + self.self_attn(q, q, queries)
         queries = self.norm1(queries)
 
-        q = queries + query_pe
-        k = keys + key_pe
-        queries = self.norm2(queries + self.cross_attn_token_to_image(q, k, keys))
+        k = keys + key_pe  # the same for both cross-attentions: keys change only at the end of the block
+        queries = self.norm2(queries + token_to_image(queries + query_pe, k, keys))
 
         queries = self.norm3(queries + self.mlp(queries))
 
-        q = queries + query_pe
-        k = keys + key_pe
-        keys = self.norm4(keys + self.cross_attn_image_to_token(k, q, queries))
+        keys = self.norm4(keys + image_to_token(k, queries + query_pe, queries))
         return queries, keys
 
 
