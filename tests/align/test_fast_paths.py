@@ -86,6 +86,56 @@ def test_fused_tower_any_batch_and_size_and_input_untouched():
         assert torch.equal(pixels, before)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_packed_weights_follow_the_input_shape(dtype: torch.dtype):
+    """Weights reordered for one input shape give the dense weights' numbers to the bit, are repacked when
+    the shape changes (batch 1 after batch 2 must not run on batch 2's layout), and residual projections stay
+    dense (see `FusedConv`)."""
+    model = prepare_align(
+        conditioned_align(small_config()), FastPath(precision="bf16" if dtype == torch.bfloat16 else "fp32")
+    )
+    tower = model.vision_model.efficientnet
+    assert isinstance(tower, FusedEfficientNet)
+    dense = copy.copy(tower)
+    dense.fused_blocks = [copy.copy(block) for block in tower.fused_blocks]
+    for block in dense.fused_blocks:
+        for name in ("expand", "depthwise", "project"):
+            conv = getattr(block, name)
+            if conv is not None:
+                setattr(block, name, copy.copy(conv))
+                getattr(block, name).pack = False
+    with torch.inference_mode():
+        for pixels in (varied_images(2, 289, seed=1), varied_images(1, 289, seed=2), varied_images(2, 161, seed=3)):
+            assert torch.equal(tower(pixels), dense(pixels))
+            last = tower.fused_blocks[-1]
+            assert last.depthwise.packed is not None and last.depthwise.packed[0][0] == len(pixels)
+    blocks = tower.fused_blocks
+    assert any(b.residual for b in blocks) and all(b.project.packed is None for b in blocks if b.residual)
+    assert all(b.project.packed is not None for b in blocks if not b.residual)
+
+
+def test_fused_tower_runs_outside_torch_function_modes():
+    """FastPath.autocast's oneDNN mode sees none of the fused tower's ~1,000 operations (a Python call each)."""
+    model = prepare_align(conditioned_align(small_config()), FastPath())
+    pixels = varied_images(1, 289, seed=1)
+
+    class Count(torch.overrides.TorchFunctionMode):
+        calls = 0
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            Count.calls += 1
+            return func(*args, **(kwargs or {}))
+
+    with torch.inference_mode():
+        expected = model.vision_model.efficientnet(pixels)
+        with Count():
+            got = model.vision_model.efficientnet(pixels)
+            assert Count.calls == 0
+            model.vision_model.efficientnet.pool(got)  # outside the tower's forward: seen as usual
+        assert Count.calls > 0
+    assert torch.equal(got, expected)
+
+
 def test_fused_tower_refuses_training_and_saving(tmp_path):
     model = prepare_align(conditioned_align(small_config()), FastPath())
     pixels = varied_images(1, 289, seed=1).requires_grad_(True)

@@ -9,6 +9,9 @@ function with fewer passes over memory:
 - the first two stages, whose maps are the largest, run a few images at a time (`CHUNK_BYTES`): their
   tensors then stay small enough for the C allocator to reuse heap memory instead of mapping fresh pages
   for every 50-130 MB map (align-base fp32 at 289 px, batch 8: ~8% faster);
+- the weights are laid out once for the input shape in use instead of on every call (`FusedConv`), and the
+  tower runs outside any torch function mode (FastPath.autocast's `OneDNNMatmul` would add a Python call
+  to each of its operations);
 - with `dtype=torch.bfloat16` the tower holds bfloat16 weights and activations end to end: no per-call
   weight casts as under autocast, and the squeeze-excite mean is a matrix product (PyTorch's bfloat16
   mean first copies the whole map to float32).
@@ -43,18 +46,27 @@ def can_fuse(net: nn.Module) -> bool:
 class FusedConv:
     """One convolution (batch norm already folded in) with its activation as a oneDNN post-op.
 
-    The weights stay a dense channels-last tensor. Reordering them once into oneDNN's blocked layout
-    (`torch.ops.mkldnn._reorder_convolution_weight`) was tried and rejected: the layout is chosen for one
-    input shape, and other batch sizes then ran up to 8x slower (align-base bf16, batch 1 with weights laid
-    out for batch 8: 0.74 s against 0.09 s), while dense weights were within 5% of the best layout.
+    oneDNN runs a convolution on weights in a blocked layout that it chooses for the input's shape; given
+    dense weights, it reorders them on every call (align-base at 289 px: ~22 ms of a 0.6 s batch of 8 for
+    all its convolutions). With `pack`, the weights are reordered once for the last input shape seen
+    (`torch.ops.mkldnn._reorder_convolution_weight`) and kept, beside the dense ones, until a call brings
+    another shape: align-base's image features 5-8% faster at batch 8 and ~16% at batch 1, for a second copy
+    of 40 M of its 62 M image weights (160 MB in float32). The layout must be the one for that exact shape:
+    weights laid out for batch 8 ran align-base bf16 at batch 1 8x slower (0.74 s against 0.09 s).
+
+    Residual projections (`add_into`) are not packed: their summing post-op can make oneDNN choose another
+    layout than the one `_reorder_convolution_weight` returns (align-base's 3840 -> 640 projections at
+    batch 1), and the convolution then converts the packed weights back on every call through a slow
+    generic reorder (43 ms each).
 
     Args:
         conv: the convolution; its padding must be numeric (the towers pad asymmetric cases themselves).
         act: the activation that follows it, or None.
         dtype: float32 or bfloat16 (weights and bias are cast once here).
+        pack: keep the weights reordered for the last input shape (see above).
     """
 
-    def __init__(self, conv: nn.Conv2d, act: nn.Module | None, dtype: torch.dtype) -> None:
+    def __init__(self, conv: nn.Conv2d, act: nn.Module | None, dtype: torch.dtype, pack: bool = True) -> None:
         if isinstance(conv.padding, str):
             raise ValueError(f"FusedConv needs numeric padding, got {conv.padding!r}")
         self.padding, self.stride = list(conv.padding), list(conv.stride)
@@ -64,11 +76,25 @@ class FusedConv:
         post_op = _POST_OPS.get(type(act)) if act is not None else None
         self.post_op = post_op or "none"
         self.act = None if post_op is not None or isinstance(act, nn.Identity) else act
+        self.pack = pack
+        self.packed: tuple[torch.Size, torch.Tensor] | None = None  # (input shape, weights laid out for it)
+
+    def weights_for(self, x: torch.Tensor) -> torch.Tensor:
+        """The weights to run `x` with: packed for its shape where `pack` is set, else the dense ones."""
+        if not self.pack:
+            return self.weight
+        packed = self.packed  # one read: another thread may replace it meanwhile
+        if packed is None or packed[0] != x.shape:
+            geometry = (self.padding, self.stride, self.dilation, self.groups)
+            packed = x.shape, torch.ops.mkldnn._reorder_convolution_weight(self.weight, *geometry, list(x.shape))
+            self.packed = packed
+        return packed[1]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         y = torch.ops.mkldnn._convolution_pointwise(
-            x, self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups, self.post_op, [], ""
-        )
+            x, self.weights_for(x), self.bias, self.padding, self.stride, self.dilation, self.groups,
+            self.post_op, [], "",
+        )  # fmt: skip
         return y if self.act is None else self.act(y)
 
     def add_into(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -119,8 +145,8 @@ class _Block:
         self.pad = block.pad if block.stride == 2 else None
         self.depthwise = FusedConv(block.conv_dw, block.act, dtype)
         self.se = _SqueezeExcite(block.se, dtype)
-        self.project = FusedConv(block.conv_pwl, None, dtype)
         self.residual = block.residual
+        self.project = FusedConv(block.conv_pwl, None, dtype, pack=not self.residual)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
@@ -161,6 +187,12 @@ class FusedEfficientNet(nn.Module):
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         if self.training or needs_grad(pixel_values):
             raise RuntimeError("FusedEfficientNet is for inference only (it has no trainable parameters)")
+        # The tower calls its kernels itself: a torch function mode active around it (FastPath.autocast's
+        # OneDNNMatmul) would only add a Python call to each of its ~1,000 operations (3-5% of the time).
+        with torch._C.DisableTorchFunction():
+            return self._forward(pixel_values)
+
+    def _forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         x = pixel_values.to(self.dtype).contiguous(memory_format=torch.channels_last)
         b, _, h, w = x.shape
         widest = self.early_width * ((h + 1) // 2) * ((w + 1) // 2) * x.element_size()  # one image
