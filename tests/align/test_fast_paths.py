@@ -112,6 +112,12 @@ def test_packed_weights_follow_the_input_shape(dtype: torch.dtype):
     blocks = tower.fused_blocks
     assert any(b.residual for b in blocks) and all(b.project.packed is None for b in blocks if b.residual)
     assert all(b.project.packed is not None for b in blocks if not b.residual)
+    # the packed weights are a cache: a copy of the model (or a pickle) leaves them out and packs again
+    copied = copy.deepcopy(model)
+    assert copied.vision_model.efficientnet.fused_blocks[-1].depthwise.packed is None
+    pixels = varied_images(1, 289, seed=4)
+    with torch.inference_mode():
+        assert torch.equal(copied.get_image_features(pixels), model.get_image_features(pixels))
 
 
 def test_fused_tower_runs_outside_torch_function_modes():

@@ -79,6 +79,10 @@ class FusedConv:
         self.pack = pack
         self.packed: tuple[torch.Size, torch.Tensor] | None = None  # (input shape, weights laid out for it)
 
+    def __getstate__(self) -> dict[str, object]:
+        # the packed weights are a cache in oneDNN's opaque layout, which cannot be copied or pickled
+        return {**self.__dict__, "packed": None}
+
     def weights_for(self, x: torch.Tensor) -> torch.Tensor:
         """The weights to run `x` with: packed for its shape where `pack` is set, else the dense ones."""
         if not self.pack:
