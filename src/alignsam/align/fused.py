@@ -50,9 +50,10 @@ class FusedConv:
     dense weights, it reorders them on every call (align-base at 289 px: ~22 ms of a 0.6 s batch of 8 for
     all its convolutions). With `pack`, the weights are reordered once for the last input shape seen
     (`torch.ops.mkldnn._reorder_convolution_weight`) and kept, beside the dense ones, until a call brings
-    another shape: align-base's image features 5-8% faster at batch 8 and ~16% at batch 1, for a second copy
-    of 40 M of its 62 M image weights (160 MB in float32). The layout must be the one for that exact shape:
-    weights laid out for batch 8 ran align-base bf16 at batch 1 8x slower (0.74 s against 0.09 s).
+    another shape, for a second copy of 40 M of align-base's 62 M image weights (160 MB in float32); with the
+    tower outside torch function modes, its image features are 6-8% faster at batch 8 and 19% at batch 1.
+    The layout must be the one for that exact shape: weights laid out for batch 8 ran align-base bf16 at
+    batch 1 8x slower (0.74 s against 0.09 s).
 
     Residual projections (`add_into`) are not packed: their summing post-op can make oneDNN choose another
     layout than the one `_reorder_convolution_weight` returns (align-base's 3840 -> 640 projections at
