@@ -85,15 +85,17 @@ class MaskDecoder(nn.Module):
         """The transformer's tokens `B x T x C` and image tokens `B x hw x C` -> all mask logits and IoUs."""
         b, _, c = image_tokens.shape
         h, w = size
-        iou_token_out = hs[:, 0, :]
-        mask_tokens_out = hs[:, 1 : 1 + self.num_mask_tokens, :]
         upscaled = self.output_upscaling(image_tokens.transpose(1, 2).reshape(b, c, h, w))  # B x C/8 x 4h x 4w
-        hyper_in = torch.stack(
-            [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1
-        )  # B x (M+1) x C/8
+        hyper_in, iou_predictions = self.token_heads(hs)
         b, c8, hu, wu = upscaled.shape
         masks = (hyper_in @ upscaled.reshape(b, c8, hu * wu)).reshape(b, -1, hu, wu)
-        return masks, self.iou_prediction_head(iou_token_out)
+        return masks, iou_predictions
+
+    def token_heads(self, hs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The transformer's tokens `B x T x C` -> each mask's hypernetwork weights `B x (M+1) x C/8` (a mask
+        is their product with the upscaled image) and the IoU predictions `B x (M+1)`."""
+        hyper_in = torch.stack([mlp(hs[:, 1 + i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1)
+        return hyper_in, self.iou_prediction_head(hs[:, 0, :])
 
 
 def check_image_batch(image_embeddings: torch.Tensor, num_prompt_sets: int) -> None:

@@ -110,12 +110,10 @@ def _mask_heads(
     x = x.view(b, h * w, 4, -1)
     x = up.act(F.layer_norm(x, x.shape[-1:], up.norm.weight, up.norm.bias, up.norm.eps))
     x = up.act(F.linear(x, *_as_linear(up.conv2)))  # B x hw x 4 x (2 x 2 x C/8)
-    hyper_in = torch.stack(
-        [mlp(hs[:, 1 + i, :]) for i, mlp in enumerate(decoder.output_hypernetworks_mlps)], dim=1
-    )  # B x (M+1) x C/8
+    hyper_in, iou_predictions = decoder.token_heads(hs)  # B x (M+1) x C/8, B x (M+1)
     masks = torch.bmm(x.reshape(b, h * w * 16, -1), hyper_in.transpose(1, 2))  # B x (hw 16) x (M+1)
     masks = masks.view(b, h, w, 2, 2, 2, 2, -1).permute(0, 7, 1, 3, 5, 2, 4, 6).reshape(b, -1, 4 * h, 4 * w)
-    return masks, decoder.iou_prediction_head(hs[:, 0, :])
+    return masks, iou_predictions
 
 
 def _as_linear(conv: nn.ConvTranspose2d) -> tuple[torch.Tensor, torch.Tensor | None]:
