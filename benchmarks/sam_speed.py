@@ -36,10 +36,9 @@ import numpy as np
 import torch
 
 from alignsam.inference import FastPath
-from alignsam.io import load_weights_into
 from alignsam.sam import SamAutomaticMaskGenerator, SamConfig, SamModel, SamPredictor
 from alignsam.sam.amg import batched_nms
-from alignsam.sam.convert import official_to_alignsam
+from tests.sam.sam_testing import AMG_THRESHOLDS, import_official, region_masks_pair
 
 QUICK_VISION = {
     "hidden_size": 64,
@@ -49,9 +48,6 @@ QUICK_VISION = {
     "global_attn_indexes": [1],
     "mlp_dim": 128,
 }
-# Official defaults 0.88, 0.95, 0.7 pass no mask with random weights; these are test_parity_amg's `RANDOM`.
-AMG_THRESHOLDS: dict[str, float] = {"pred_iou_thresh": 0.2, "stability_score_thresh": 0.6, "box_nms_thresh": 0.95}
-AMG_SEED, AMG_LOGIT_GAIN = 3, 100.0
 
 
 def _image() -> np.ndarray:
@@ -195,16 +191,10 @@ def _amg_models(config: SamConfig) -> tuple[Any, Any, SamModel] | None:
     """The official package, its `Sam` for `config` with randomised weights whose masks are image regions,
     and alignsam's model with the same weights; None without the official package."""
     try:
-        from tests.sam import sam_testing
-
-        official = sam_testing.import_official()
+        official = import_official()
     except ImportError:
         return None
-    reference = sam_testing.official_from_config(config)
-    sam_testing.randomize_(reference, seed=AMG_SEED, logit_gain=AMG_LOGIT_GAIN)
-    sam_testing.make_masks_follow_the_image_(reference)
-    ours = SamModel.from_config(config).eval()
-    load_weights_into(ours, official_to_alignsam(reference.state_dict()))
+    reference, ours = region_masks_pair(config)
     return official, reference, ours
 
 

@@ -247,3 +247,23 @@ def make_masks_follow_the_image_(sam: Any, seed: int = 0) -> Any:
     for conv in upscaling:
         conv.weight.copy_(conv.weight[:, :, :1, :1].expand_as(conv.weight))
     return sam
+
+
+AMG_THRESHOLDS: dict[str, float] = {"pred_iou_thresh": 0.2, "stability_score_thresh": 0.6, "box_nms_thresh": 0.95}
+"""Automatic-generator thresholds at which `region_masks_pair`'s masks survive (the official defaults 0.88,
+0.95 and 0.7 pass none with random weights)."""
+
+
+def region_masks_pair(config: SamConfig) -> tuple[Any, Any]:
+    """The official `Sam` for `config`, randomised so that its masks are image regions
+    (`make_masks_follow_the_image_`), and alignsam's `SamModel` with the same weights."""
+    from alignsam.io import load_weights_into
+    from alignsam.sam import SamModel
+    from alignsam.sam.convert import official_to_alignsam
+
+    reference = official_from_config(config)
+    randomize_(reference, seed=3, logit_gain=100.0)
+    make_masks_follow_the_image_(reference)
+    ours = SamModel.from_config(config).eval()
+    load_weights_into(ours, official_to_alignsam(reference.state_dict()))
+    return reference, ours

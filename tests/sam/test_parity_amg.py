@@ -2,7 +2,7 @@
 
 Both generators run their public `generate` with the same parameters on the same weights (a small SAM,
 512 px, whose random weights are shaped so that masks are image regions; see
-`make_masks_follow_the_image_`). Thresholds are lowered so that masks pass with random weights; crops,
+`region_masks_pair`). Thresholds are lowered so that masks pass with random weights; crops,
 NMS within and across crops, small-region clean-up (official: OpenCV) and COCO RLE (official: pycocotools)
 are all exercised.
 
@@ -20,30 +20,17 @@ import numpy as np
 import pytest
 import torch
 
-from alignsam.io import load_weights_into
 from alignsam.sam import SamAutomaticMaskGenerator, SamModel
 from alignsam.sam.amg import coco_decode_rle, rle_to_mask
-from alignsam.sam.convert import official_to_alignsam
-from tests.sam.sam_testing import make_masks_follow_the_image_, official_from_config, randomize_, tiny_config
+from tests.sam.sam_testing import AMG_THRESHOLDS, region_masks_pair, tiny_config
 
 MASK_MARGIN = 1e-3
-RANDOM: dict[str, Any] = {
-    "pred_iou_thresh": 0.2,
-    "stability_score_thresh": 0.6,
-    "box_nms_thresh": 0.95,
-    "points_per_side": 8,
-}
+RANDOM: dict[str, Any] = {**AMG_THRESHOLDS, "points_per_side": 8}
 
 
 @pytest.fixture(scope="module")
 def models(official: Any) -> tuple[Any, SamModel]:
-    config = tiny_config(image_size=512)
-    reference = official_from_config(config)
-    randomize_(reference, seed=3, logit_gain=100.0)
-    make_masks_follow_the_image_(reference)
-    ours = SamModel.from_config(config).eval()
-    load_weights_into(ours, official_to_alignsam(reference.state_dict()))
-    return reference, ours
+    return region_masks_pair(tiny_config(image_size=512))
 
 
 def _mask(record: dict[str, Any]) -> np.ndarray:
