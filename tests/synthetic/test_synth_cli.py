@@ -41,7 +41,7 @@ def test_webdataset_in_process(tmp_path, capsys):
     ],
 )
 def test_layouts_in_process(tmp_path, capsys, argv, check):
-    code, report, _ = _run(capsys, argv[0], str(tmp_path), "--size", "40", "--no-progress", *argv[1:])
+    code, report, _ = _run(capsys, argv[0], str(tmp_path), "--size", "40", "-q", *argv[1:])
     assert code == 0, report
     assert report["layout"] == argv[0] and (tmp_path / check).is_file()
     if argv[0] == "retrieval":

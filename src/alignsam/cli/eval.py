@@ -29,7 +29,9 @@ def add_parser(subparsers: Any) -> None:
     common.add_argument("--workers", type=int, default=2, help="image decoding threads (default 2)")
     common.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     common.add_argument("--output", "-o", help="also write the JSON result to this file")
-    common.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+    common.add_argument(
+        "-q", "--quiet", "--no-progress", dest="no_progress", action="store_true", help="no progress bars on stderr"
+    )
     tasks = parser.add_subparsers(dest="task", metavar="TASK", required=True)
 
     p = tasks.add_parser("zeroshot", parents=[common], help="zero-shot top-1/top-5 on a folder-per-class data set")

@@ -102,7 +102,9 @@ def _output_options(num: int | None, image_format: str) -> argparse.ArgumentPars
     p.add_argument("--format", dest="image_format", choices=("jpg", "png"), default=image_format)
     p.add_argument("--quality", type=int, default=90, help="JPEG quality 1..100 (default 90)")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument(
+        "-q", "--quiet", "--no-progress", dest="no_progress", action="store_true", help="no progress bar on stderr"
+    )
     return p
 
 

@@ -120,7 +120,9 @@ def add_parser(subparsers: Any) -> None:
     r.add_argument("--threads", type=int, help="CPU threads per process")
     r.add_argument("--max-seconds", type=float, help="stop (with a checkpoint) after this much training time")
     r.add_argument("--recalibrate-bn", type=int, help="at the end, batch-norm statistics from N batches (precise BN)")
-    r.add_argument("--no-progress", dest="progress", action="store_const", const=False, help="no progress bar")
+    r.add_argument(
+        "-q", "--quiet", "--no-progress", dest="progress", action="store_const", const=False, help="no progress bar"
+    )
     p.set_defaults(run=run)
 
 
