@@ -102,3 +102,30 @@ def test_fine_tuning_with_a_locked_image_tower(shards, tiny_arch, tmp_path):
     assert all(torch.equal(before[k], after[k]) for k in vision)  # weights and batch-norm statistics
     assert not torch.equal(before["text_projection.weight"], after["text_projection.weight"])
     assert torch.equal(before["text_model.bert.pooler.dense.weight"], after["text_model.bert.pooler.dense.weight"])
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "is not readable JSON"),
+        ("[1, 2]", "does not hold a JSON object"),
+        ('{"hidden_size": 8}', "has no model_type"),
+        ('{"model_type": "bert"}', "single tower"),
+    ],
+)
+def test_a_bad_architecture_file_is_a_config_error_naming_it(tmp_path, capsys, content, message):
+    from alignsam.train.models import architecture
+
+    path = tmp_path / "arch.json"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match=message) as caught:
+        architecture(str(path))
+    assert "arch.json" in str(caught.value)
+    # the command line reports it in one line instead of a traceback
+    table = tmp_path / "pairs.csv"
+    table.write_text("image,caption\na.jpg,a cat\n")
+    assert (
+        cli_main(["train", "--arch", str(path), "--train-data", str(table), "--out", str(tmp_path / "run"), "-q"]) != 0
+    )
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

@@ -252,4 +252,6 @@ def config_from_json(data: Mapping[str, Any]) -> AlignConfig | AlignTextConfig |
         return AlignTextConfig.from_dict(data)
     if kind in ("align_vision_model", "efficientnet"):
         return AlignVisionConfig.from_dict(data)
+    if kind is None:
+        raise ConfigError("config.json has no model_type (expected 'align').")
     raise ConfigError(f"config.json describes a {kind!r} model, not ALIGN (expected model_type 'align').")

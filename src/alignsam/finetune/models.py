@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from alignsam import presets
-from alignsam.errors import ConfigError
+from alignsam.io.files import named_or_json
 from alignsam.sam.checkpoint import read_config
 from alignsam.sam.config import (
     SAM_PRESETS,
@@ -52,19 +50,10 @@ ARCHITECTURES: dict[str, Callable[[], SamConfig]] = {"demo": sam_demo, **SAM_PRE
 
 def architecture(name: str) -> SamConfig:
     """A named architecture (`demo`, `vit_b`, `vit_l`, `vit_h`) or the `SamConfig` in a `config.json`."""
-    if name in ARCHITECTURES:
-        return ARCHITECTURES[name]()
-    path = Path(name)
-    if path.is_dir():
-        path = path / "config.json"
-    if not path.is_file():
-        raise ConfigError(f"Unknown architecture '{name}': use one of {sorted(ARCHITECTURES)} or a config.json.")
-    try:
-        data = json.loads(path.read_text())
-        # our config.json (with "model_type"), a Hugging Face one, or a bare `SamConfig.to_dict()`
-        return read_config(data) if "model_type" in data else SamConfig.from_dict(data)
-    except ValueError as err:
-        raise ConfigError(f"'{path}' is not a SAM configuration: {err}") from err
+    # our config.json (with "model_type"), a Hugging Face one, or a bare `SamConfig.to_dict()`
+    return named_or_json(
+        name, ARCHITECTURES, lambda data: read_config(data) if "model_type" in data else SamConfig.from_dict(data)
+    )
 
 
 def load_model(ref: str) -> SamModel:

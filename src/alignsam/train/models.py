@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -21,6 +21,7 @@ from alignsam.align.model import AlignModel
 from alignsam.align.presets import PRESETS
 from alignsam.align.processing import AlignImageProcessor, AlignProcessor, AlignTokenizer
 from alignsam.errors import ConfigError, InputError
+from alignsam.io.files import named_or_json
 from alignsam.train.config import ModelSpec
 from alignsam.train.vocab import train_wordpiece
 
@@ -75,17 +76,13 @@ ARCHITECTURES: dict[str, Callable[[], AlignConfig]] = {**PRESETS, "align-small":
 
 def architecture(name_or_path: str) -> AlignConfig:
     """An architecture by name (`ARCHITECTURES`) or from an ALIGN `config.json` file."""
-    if name_or_path in ARCHITECTURES:
-        return ARCHITECTURES[name_or_path]()
-    path = Path(name_or_path)
-    if path.is_dir():
-        path = path / "config.json"
-    if not path.is_file():
-        known = sorted(ARCHITECTURES)
-        raise ConfigError(f"Unknown architecture {name_or_path!r}: use one of {known} or a config.json.")
-    config = config_from_json(json.loads(path.read_text()))
+    return named_or_json(name_or_path, ARCHITECTURES, _align_config)
+
+
+def _align_config(data: dict[str, Any]) -> AlignConfig:
+    config = config_from_json(data)
     if not isinstance(config, AlignConfig):
-        raise ConfigError(f"'{path}' describes a single tower, not an ALIGN model.")
+        raise ConfigError("it describes a single tower, not an ALIGN model.")
     return config
 
 
