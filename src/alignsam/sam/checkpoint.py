@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from alignsam.errors import CheckpointError, ConfigError, ModelNotFoundError
+from alignsam.io.files import read_json_object
 from alignsam.io.hub import resolve_first, resolve_path
 from alignsam.io.weights import build_on_meta, load_state_dict, load_weights_into, save_safetensors
 from alignsam.sam.config import SamConfig
@@ -106,26 +107,16 @@ def _resolve_config(
     return path
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise ConfigError(f"'{path}' is not readable JSON: {err}") from err
-    if not isinstance(data, dict):
-        raise ConfigError(f"'{path}' does not hold a JSON object.")
-    return data
-
-
 def _read_config(
     config_path: Path, ref: str | os.PathLike[str], revision: str | None, cache_dir: str | Path | None
 ) -> SamConfig:
-    data = _read_json(config_path)
+    data = read_json_object(config_path, ConfigError)
     preprocessor = None
     if data.get("model_type") == "sam":
         pre_path = resolve_first(
             ref, ["preprocessor_config.json"], required=False, revision=revision, cache_dir=cache_dir
         )
-        preprocessor = _read_json(pre_path) if pre_path is not None else None
+        preprocessor = read_json_object(pre_path, ConfigError) if pre_path is not None else None
     return read_config(data, preprocessor)
 
 
@@ -133,11 +124,12 @@ def _config_beside(weights: Path) -> SamConfig | None:
     candidate = weights.parent / CONFIG_NAME
     if not candidate.is_file():
         return None
-    data = _read_json(candidate)
+    data = read_json_object(candidate, ConfigError)
     if data.get("model_type") not in (MODEL_TYPE, "sam"):
         return None  # some other model's config in the same folder
     pre = weights.parent / "preprocessor_config.json"
-    return read_config(data, _read_json(pre) if pre.is_file() and data.get("model_type") == "sam" else None)
+    preprocessor = read_json_object(pre, ConfigError) if pre.is_file() and data.get("model_type") == "sam" else None
+    return read_config(data, preprocessor)
 
 
 def _build(
