@@ -18,6 +18,7 @@ from typing import Any, ClassVar, TypeVar
 
 from alignsam.errors import ConfigError
 from alignsam.layers.activations import known_activation
+from alignsam.validation import check_numbers
 
 C = TypeVar("C", bound="_JsonConfig")
 
@@ -63,20 +64,6 @@ class _JsonConfig:
         return dataclasses.replace(self, **changes)
 
 
-def _positive(obj: object, *names: str) -> None:
-    for name in names:
-        value = getattr(obj, name)
-        if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-            raise ConfigError(f"{type(obj).__name__}.{name} must be positive, got {value!r}.")
-
-
-def _probability(obj: object, *names: str) -> None:
-    for name in names:
-        value = getattr(obj, name)
-        if not 0.0 <= value < 1.0:
-            raise ConfigError(f"{type(obj).__name__}.{name} must be in [0, 1), got {value!r}.")
-
-
 @dataclasses.dataclass(frozen=True)
 class AlignTextConfig(_JsonConfig):
     """BERT text tower. Post-LayerNorm, exact GELU, absolute positions; defaults are BERT-base uncased."""
@@ -98,18 +85,10 @@ class AlignTextConfig(_JsonConfig):
     pad_token_id: int = 0
 
     def __post_init__(self) -> None:
-        _positive(
-            self,
-            "vocab_size",
-            "hidden_size",
-            "num_hidden_layers",
-            "num_attention_heads",
-            "intermediate_size",
-            "max_position_embeddings",
-            "type_vocab_size",
-            "layer_norm_eps",
-        )
-        _probability(self, "hidden_dropout_prob", "attention_probs_dropout_prob")
+        sizes = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+        check_numbers(self, *sizes, "max_position_embeddings", "type_vocab_size", low=1, integer=True)
+        check_numbers(self, "layer_norm_eps", low=0, above=True)
+        check_numbers(self, "hidden_dropout_prob", "attention_probs_dropout_prob", low=0, high=1, below=True)
         if self.hidden_size % self.num_attention_heads:
             raise ConfigError(
                 f"hidden_size {self.hidden_size} is not a multiple of num_attention_heads {self.num_attention_heads}."
@@ -159,8 +138,8 @@ class AlignVisionConfig(_JsonConfig):
         object.__setattr__(self, "depthwise_padding", tuple(int(v) for v in self.depthwise_padding))
         if isinstance(self.image_size, list | tuple):  # transformers allows [h, w]; the tower is size-agnostic
             object.__setattr__(self, "image_size", int(self.image_size[0]))
-        _positive(self, "num_channels", "image_size", "width_coefficient", "depth_coefficient", "depth_divisor")
-        _positive(self, "hidden_dim", "batch_norm_eps")
+        check_numbers(self, "num_channels", "image_size", "depth_divisor", "hidden_dim", low=1, integer=True)
+        check_numbers(self, "width_coefficient", "depth_coefficient", "batch_norm_eps", low=0, above=True)
         stages = {len(getattr(self, n)) for n in ("kernel_sizes", "in_channels", "out_channels", "strides")}
         stages |= {len(self.num_block_repeats), len(self.expand_ratios)}
         if len(stages) != 1 or 0 in stages:
@@ -175,9 +154,7 @@ class AlignVisionConfig(_JsonConfig):
             raise ConfigError(f"pooling_type must be 'mean' or 'max', got {self.pooling_type!r}.")
         if not known_activation(self.hidden_act):
             raise ConfigError(f"Unknown hidden_act {self.hidden_act!r}.")
-        if not 0.0 <= self.batch_norm_momentum < 1.0:
-            raise ConfigError(f"batch_norm_momentum must be in [0, 1), got {self.batch_norm_momentum}.")
-        _probability(self, "drop_connect_rate")
+        check_numbers(self, "batch_norm_momentum", "drop_connect_rate", low=0, high=1, below=True)
 
     def round_filters(self, channels: int) -> int:
         """Scale a base channel count by the width coefficient, rounded to the divisor (EfficientNet's rule)."""
@@ -227,7 +204,8 @@ class AlignConfig(_JsonConfig):
             raise ConfigError("text_config and vision_config must be AlignTextConfig / AlignVisionConfig or dicts.")
         object.__setattr__(self, "text_config", text)
         object.__setattr__(self, "vision_config", vision)
-        _positive(self, "projection_dim", "temperature_init_value")
+        check_numbers(self, "projection_dim", low=1, integer=True)
+        check_numbers(self, "temperature_init_value", low=0, above=True)
         if vision.embed_dim != self.projection_dim:
             # ALIGN has no image projection: the pooled EfficientNet features are the image embedding.
             raise ConfigError(

@@ -17,26 +17,13 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from alignsam.errors import ConfigError
+from alignsam.validation import check_choice, check_numbers, require
 
 Tower = Literal["image_encoder", "prompt_encoder", "mask_decoder"]
 TOWERS: tuple[Tower, ...] = get_args(Tower)
 CacheKind = Literal["off", "memory", "disk"]
 Precision = Literal["fp32", "bf16"]
 ScheduleName = Literal["linear", "cosine", "constant"]
-
-
-def _need(ok: bool, message: str) -> None:
-    if not ok:
-        raise ConfigError(message)
-
-
-def _number(obj: object, low: float, *names: str, high: float | None = None) -> None:
-    for name in names:
-        value = getattr(obj, name)
-        ok = not isinstance(value, bool) and isinstance(value, int | float) and value >= low
-        ok = ok and (high is None or value <= high)
-        bounds = f">= {low}" if high is None else f"in {low}..{high}"
-        _need(ok, f"{type(obj).__name__}.{name} must be a number {bounds}, got {value!r}.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,9 +48,9 @@ class PromptConfig:
     max_masks: int = 16
 
     def __post_init__(self) -> None:
-        _number(self, 1, "rounds", "max_masks")
-        _number(self, 0.0, "box_share", high=1.0)
-        _number(self, 0.0, "box_noise", "box_noise_max")
+        check_numbers(self, "rounds", "max_masks", low=1)
+        check_numbers(self, "box_share", low=0, high=1)
+        check_numbers(self, "box_noise", "box_noise_max", low=0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,8 +69,8 @@ class LossConfig:
     binary_targets: bool = False
 
     def __post_init__(self) -> None:
-        _number(self, 0.0, "focal_weight", "dice_weight", "iou_weight", "focal_gamma")
-        _need(
+        check_numbers(self, "focal_weight", "dice_weight", "iou_weight", "focal_gamma", low=0)
+        require(
             self.focal_alpha == -1 or 0.0 <= self.focal_alpha <= 1.0,
             f"LossConfig.focal_alpha must be in 0..1 or -1 (off), got {self.focal_alpha}.",
         )
@@ -156,32 +143,28 @@ class FinetuneConfig:
             object.__setattr__(self, "prompts", PromptConfig(**self.prompts))
         if isinstance(self.loss, Mapping):
             object.__setattr__(self, "loss", LossConfig(**self.loss))
-        _need(bool(self.out), "FinetuneConfig.out is empty: name the run folder.")
-        _need(bool(self.train_data), "FinetuneConfig.train_data is empty: name a COCO JSON file or a folder.")
-        _need(
+        require(bool(self.out), "FinetuneConfig.out is empty: name the run folder.")
+        require(bool(self.train_data), "FinetuneConfig.train_data is empty: name a COCO JSON file or a folder.")
+        require(
             (self.init is None) != (self.arch is None),
             "Give exactly one of init (a model to fine-tune) and arch (an architecture to train from scratch).",
         )
         unknown = [t for t in self.freeze if t not in TOWERS]
-        _need(not unknown, f"FinetuneConfig.freeze: unknown towers {unknown}; choose from {list(TOWERS)}.")
-        _need(len(set(self.freeze)) < len(TOWERS), "FinetuneConfig.freeze leaves nothing to train.")
+        require(not unknown, f"FinetuneConfig.freeze: unknown towers {unknown}; choose from {list(TOWERS)}.")
+        require(len(set(self.freeze)) < len(TOWERS), "FinetuneConfig.freeze leaves nothing to train.")
         for name, kind in (("cache", CacheKind), ("precision", Precision), ("schedule", ScheduleName)):
-            _need(getattr(self, name) in get_args(kind), f"FinetuneConfig.{name} must be one of {get_args(kind)}.")
-        _need(
+            check_choice(self, name, kind)
+        require(
             self.cache == "off" or "image_encoder" in self.freeze,
             "FinetuneConfig.cache needs a frozen image encoder (freeze=('image_encoder',)): the embeddings of a "
             "trained encoder change at every step.",
         )
-        _number(self, 1, "steps", "batch_size", "keep_checkpoints", "eval_points")
-        _number(self, 0, "warmup", "save_every", "log_every", "eval_every", "val_samples", "workers", "seed")
-        _number(self, 0.0, "lr", "final_lr", "weight_decay")
-        _need(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "FinetuneConfig.betas: two in [0, 1).")
-        if self.grad_clip is not None:
-            _number(self, 0.0, "grad_clip")
-        if self.max_seconds is not None:
-            _number(self, 0.0, "max_seconds")
-        if self.threads is not None:
-            _number(self, 1, "threads")
+        check_numbers(self, "steps", "batch_size", "keep_checkpoints", "eval_points", low=1)
+        check_numbers(self, "warmup", "save_every", "log_every", "eval_every", "val_samples", "workers", "seed", low=0)
+        check_numbers(self, "lr", "final_lr", "weight_decay", low=0)
+        require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "FinetuneConfig.betas: two in [0, 1).")
+        check_numbers(self, "grad_clip", "max_seconds", low=0, optional=True)
+        check_numbers(self, "threads", low=1, optional=True)
 
     # --- JSON -----------------------------------------------------------------------------------------
 
@@ -196,7 +179,7 @@ class FinetuneConfig:
         """Inverse of `to_dict`; unknown keys are an error that names them."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
-        _need(not unknown, f"Unknown fine-tuning settings {unknown}; known: {sorted(names)}.")
+        require(not unknown, f"Unknown fine-tuning settings {unknown}; known: {sorted(names)}.")
         try:
             return cls(**dict(data))
         except TypeError as err:

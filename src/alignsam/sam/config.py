@@ -20,17 +20,13 @@ from typing import Any, Literal
 
 from alignsam.errors import ConfigError
 from alignsam.layers.activations import known_activation
+from alignsam.validation import check_numbers, require
 
 ImageFormat = Literal["RGB", "BGR"]
 
 
-def _check(ok: bool, message: str) -> None:
-    if not ok:
-        raise ConfigError(message)
-
-
 def _check_activation(name: str, what: str) -> None:
-    _check(known_activation(name), f"{what}: unknown activation {name!r}.")
+    require(known_activation(name), f"{what}: unknown activation {name!r}.")
 
 
 @dataclass(frozen=True)
@@ -56,20 +52,20 @@ class ImageEncoderConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "global_attn_indexes", tuple(int(i) for i in self.global_attn_indexes))
-        for name in ("image_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads", "mlp_dim"):
-            _check(getattr(self, name) > 0, f"ImageEncoderConfig.{name} must be positive, got {getattr(self, name)}.")
-        _check(self.out_chans > 0, f"ImageEncoderConfig.out_chans must be positive, got {self.out_chans}.")
-        _check(
+        sizes = ("image_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads", "mlp_dim", "out_chans")
+        check_numbers(self, *sizes, low=1, integer=True)
+        check_numbers(self, "window_size", low=0, integer=True)
+        check_numbers(self, "layer_norm_eps", "neck_layer_norm_eps", low=0, above=True)
+        require(
             self.image_size % self.patch_size == 0,
             f"ImageEncoderConfig.image_size {self.image_size} is not a multiple of patch_size {self.patch_size}.",
         )
-        _check(
+        require(
             self.embed_dim % self.num_heads == 0,
             f"ImageEncoderConfig.embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}.",
         )
-        _check(self.window_size >= 0, f"ImageEncoderConfig.window_size must be >= 0, got {self.window_size}.")
         bad = [i for i in self.global_attn_indexes if not 0 <= i < self.depth]
-        _check(not bad, f"ImageEncoderConfig.global_attn_indexes {bad} are outside 0..{self.depth - 1}.")
+        require(not bad, f"ImageEncoderConfig.global_attn_indexes {bad} are outside 0..{self.depth - 1}.")
         _check_activation(self.act, "ImageEncoderConfig.act")
 
     @property
@@ -92,11 +88,13 @@ class PromptEncoderConfig:
     layer_norm_eps: float = 1e-6
 
     def __post_init__(self) -> None:
-        _check(
+        check_numbers(self, "embed_dim", "mask_in_chans", low=1, integer=True)
+        check_numbers(self, "layer_norm_eps", low=0, above=True)
+        require(
             self.embed_dim > 0 and self.embed_dim % 2 == 0,
             f"PromptEncoderConfig.embed_dim must be positive and even (sin and cos halves), got {self.embed_dim}.",
         )
-        _check(
+        require(
             self.mask_in_chans > 0 and self.mask_in_chans % 4 == 0,
             f"PromptEncoderConfig.mask_in_chans must be a positive multiple of 4, got {self.mask_in_chans}.",
         )
@@ -122,20 +120,19 @@ class MaskDecoderConfig:
     upscale_layer_norm_eps: float = 1e-6
 
     def __post_init__(self) -> None:
-        for name in ("depth", "num_heads", "mlp_dim", "attention_downsample_rate", "num_multimask_outputs"):
-            _check(getattr(self, name) > 0, f"MaskDecoderConfig.{name} must be positive, got {getattr(self, name)}.")
-        _check(
+        sizes = ("depth", "num_heads", "mlp_dim", "attention_downsample_rate", "num_multimask_outputs")
+        check_numbers(self, *sizes, "transformer_dim", "iou_head_depth", "iou_head_hidden_dim", low=1, integer=True)
+        check_numbers(self, "layer_norm_eps", "final_layer_norm_eps", "upscale_layer_norm_eps", low=0, above=True)
+        require(
             self.transformer_dim > 0 and self.transformer_dim % 8 == 0,
             f"MaskDecoderConfig.transformer_dim must be a positive multiple of 8, got {self.transformer_dim}.",
         )
         internal = self.transformer_dim // self.attention_downsample_rate
-        _check(
+        require(
             self.transformer_dim % self.num_heads == 0 and internal % self.num_heads == 0,
             f"MaskDecoderConfig.num_heads {self.num_heads} must divide transformer_dim {self.transformer_dim} "
             f"and transformer_dim / attention_downsample_rate = {internal}.",
         )
-        _check(self.iou_head_depth >= 1, f"MaskDecoderConfig.iou_head_depth must be >= 1, got {self.iou_head_depth}.")
-        _check(self.iou_head_hidden_dim > 0, "MaskDecoderConfig.iou_head_hidden_dim must be positive.")
         _check_activation(self.mlp_act, "MaskDecoderConfig.mlp_act")
         _check_activation(self.upscale_act, "MaskDecoderConfig.upscale_act")
 
@@ -161,18 +158,18 @@ class SamConfig:
         object.__setattr__(self, "pixel_mean", tuple(float(v) for v in self.pixel_mean))
         object.__setattr__(self, "pixel_std", tuple(float(v) for v in self.pixel_std))
         enc, prompt, dec = self.image_encoder, self.prompt_encoder, self.mask_decoder
-        _check(
+        require(
             enc.out_chans == prompt.embed_dim == dec.transformer_dim,
             "SamConfig: the image embedding, the prompt embeddings and the decoder must share one width; got "
             f"image_encoder.out_chans={enc.out_chans}, prompt_encoder.embed_dim={prompt.embed_dim}, "
             f"mask_decoder.transformer_dim={dec.transformer_dim}.",
         )
-        _check(
+        require(
             len(self.pixel_mean) == len(self.pixel_std) == enc.in_chans,
             f"SamConfig: pixel_mean and pixel_std need {enc.in_chans} values.",
         )
-        _check(all(s > 0 for s in self.pixel_std), "SamConfig.pixel_std values must be positive.")
-        _check(
+        require(all(s > 0 for s in self.pixel_std), "SamConfig.pixel_std values must be positive.")
+        require(
             self.image_format in ("RGB", "BGR"), f"SamConfig.image_format must be RGB or BGR: {self.image_format!r}."
         )
 

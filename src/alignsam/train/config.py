@@ -13,10 +13,11 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar, get_args
+from typing import Any, Literal, TypeVar
 
 from alignsam.errors import ConfigError
 from alignsam.train.data.filters import FilterConfig
+from alignsam.validation import check_choice, check_numbers
 
 Precision = Literal["fp32", "bf16"]
 OptimizerName = Literal["lamb", "adamw"]
@@ -25,19 +26,6 @@ DataKind = Literal["auto", "webdataset", "table"]
 Reduction = Literal["mean", "sum"]
 
 T = TypeVar("T")
-
-
-def _choice(obj: object, name: str, kind: Any) -> None:
-    value = getattr(obj, name)
-    if value not in get_args(kind):
-        raise ConfigError(f"{type(obj).__name__}.{name} must be one of {get_args(kind)}, got {value!r}.")
-
-
-def _at_least(obj: object, low: float, *names: str) -> None:
-    for name in names:
-        value = getattr(obj, name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value < low):
-            raise ConfigError(f"{type(obj).__name__}.{name} must be a number >= {low}, got {value!r}.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,10 +63,10 @@ class DataConfig:
             object.__setattr__(self, "filters", FilterConfig.from_dict(self.filters))
         if not self.train_data:
             raise ConfigError("DataConfig.train_data is empty: name shards, a table or a folder.")
-        _choice(self, "kind", DataKind)
-        _at_least(self, 0, "workers")
-        _at_least(self, 1, "shuffle_buffer", "vocab_captions")
-        _at_least(self, 2, "max_length")
+        check_choice(self, "kind", DataKind)
+        check_numbers(self, "workers", low=0, optional=True)
+        check_numbers(self, "shuffle_buffer", "vocab_captions", low=1, optional=True)
+        check_numbers(self, "max_length", low=2, optional=True)
         if not 0.0 <= self.grayscale <= 1.0:
             raise ConfigError(f"DataConfig.grayscale must be a share in [0, 1], got {self.grayscale}.")
 
@@ -115,8 +103,8 @@ class ModelSpec:
     sync_bn: bool = False
 
     def __post_init__(self) -> None:
-        _at_least(self, 100, "vocab_size")
-        _at_least(self, 16, "image_size", "resize_size")
+        check_numbers(self, "vocab_size", low=100, optional=True)
+        check_numbers(self, "image_size", "resize_size", low=16, optional=True)
         if self.resize_size is not None and self.image_size is not None and self.resize_size < self.image_size:
             raise ConfigError(f"resize_size {self.resize_size} is smaller than the crop, image_size {self.image_size}.")
         if self.lock_image and self.lock_text:
@@ -155,9 +143,10 @@ class OptimConfig:
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
         if self.max_temperature is not None and self.max_temperature < self.min_temperature:
             raise ConfigError(f"max_temperature {self.max_temperature} < min_temperature {self.min_temperature}.")
-        _choice(self, "optimizer", OptimizerName)
-        _choice(self, "schedule", ScheduleName)
-        _at_least(self, 0, "lr", "weight_decay", "eps", "warmup_steps", "final_lr", "grad_clip", "min_temperature")
+        check_choice(self, "optimizer", OptimizerName)
+        check_choice(self, "schedule", ScheduleName)
+        rates = ("lr", "weight_decay", "eps", "final_lr", "grad_clip", "min_temperature")
+        check_numbers(self, *rates, "warmup_steps", low=0, optional=True)
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ConfigError(f"OptimConfig.betas must be two numbers in [0, 1), got {self.betas}.")
 
@@ -215,10 +204,12 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, Mapping):
                 object.__setattr__(self, name, _from_dict(cls, value))
-        _choice(self, "precision", Precision)
-        _choice(self, "loss_reduction", Reduction)
-        _at_least(self, 1, "steps", "batch_size", "accum_steps", "keep_checkpoints", "log_every", "threads")
-        _at_least(self, 0, "seed", "save_every", "max_seconds", "recalibrate_bn")
+        check_choice(self, "precision", Precision)
+        check_choice(self, "loss_reduction", Reduction)
+        check_numbers(
+            self, "steps", "batch_size", "accum_steps", "keep_checkpoints", "log_every", "threads", low=1, optional=True
+        )
+        check_numbers(self, "seed", "save_every", "max_seconds", "recalibrate_bn", low=0, optional=True)
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}.")
 
