@@ -60,7 +60,13 @@ _URL = "https://synthetic.alignsam.invalid/s{seed}/{index:012d}.jpg"  # .invalid
 # --- shared pieces -------------------------------------------------------------------------------------------
 
 
-def _prepare(out: str | Path, overwrite: bool) -> Path:
+def _prepare(out: str | Path, overwrite: bool, start: int, image: tuple[str, int], **counts: int) -> Path:
+    """Check a writer's arguments (`start` >= 0, each of `counts` >= 1, `image` = (format, quality)), then
+    create the output folder, which must be new or empty unless `overwrite`."""
+    for name, value in counts.items():
+        _check_count(name, value)
+    _check_count("start", start, 0)
+    _check_image_args(*image)
     root = Path(out)
     if root.exists() and not root.is_dir():
         raise InputError(f"output '{root}' exists and is not a folder; choose another path.")
@@ -249,17 +255,15 @@ def write_webdataset(
             must skip them; the report and `synth.json` list the damaged keys.
     """
     _check_count("num", num)
-    _check_count("start", start, 0)
     _check_count("shard_size", shard_size)
     if shard_size > 10_000:
         raise InputError(f"shard_size={shard_size}: keys hold a 4-digit index within a shard, so use at most 10000.")
     if not 0.0 <= corrupt <= 1.0:
         raise InputError(f"corrupt={corrupt}: give a share in 0..1.")
-    _check_image_args(image_format, quality)
     shards = (num + shard_size - 1) // shard_size
     if shards > 100_000:
         raise InputError(f"{shards} shards do not fit 5-digit shard numbers; raise shard_size.")
-    root = _prepare(out, overwrite)
+    root = _prepare(out, overwrite, start, (image_format, quality))
 
     noise: Counter[str] = Counter()
     corrupted: dict[str, str] = {}
@@ -321,10 +325,7 @@ def write_folder(
     `caption` (emitted, maybe noisy), img2dataset's fields, COYO's metadata columns, and the ground truth
     (`clean_caption`, `noise`, `labels` as "red circle; blue star", `objects` as a JSON string).
     """
-    _check_count("num", num)
-    _check_count("start", start, 0)
-    _check_image_args(image_format, quality)
-    root = _prepare(out, overwrite)
+    root = _prepare(out, overwrite, start, (image_format, quality), num=num)
     (root / "images").mkdir(exist_ok=True)
     rows = []
     noise: Counter[str] = Counter()
@@ -369,10 +370,7 @@ def write_classification(
     Image j of class c is scene `start + j * n_classes + c` with that one object forced, so the set is
     balanced and uses the index range `start .. start + per_class * n_classes - 1`.
     """
-    _check_count("per_class", per_class)
-    _check_count("start", start, 0)
-    _check_image_args(image_format, quality)
-    root = _prepare(out, overwrite)
+    root = _prepare(out, overwrite, start, (image_format, quality), per_class=per_class)
     cfg = generator.config
     pairs = [(shape, colour) for colour in cfg.colours for shape in cfg.shapes]  # the order of cfg.classes
     total = per_class * len(pairs)
@@ -413,11 +411,7 @@ def write_retrieval(
     image (`file_name` is relative to `images/`). Use a generator with `min_objects >= 2` for the standard
     multi-object protocol; captions are never noisy here.
     """
-    _check_count("num", num)
-    _check_count("start", start, 0)
-    _check_count("captions_per_image", captions_per_image)
-    _check_image_args(image_format, quality)
-    root = _prepare(out, overwrite)
+    root = _prepare(out, overwrite, start, (image_format, quality), num=num, captions_per_image=captions_per_image)
     (root / "images").mkdir(exist_ok=True)
     images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
@@ -468,10 +462,7 @@ def write_segmentation(
     PNG is the default so that object edges are exactly as rendered. With `mask_pngs`, also
     `masks/00000000_00.png` ... (0/255, one per object in annotation order).
     """
-    _check_count("num", num)
-    _check_count("start", start, 0)
-    _check_image_args(image_format, quality)
-    root = _prepare(out, overwrite)
+    root = _prepare(out, overwrite, start, (image_format, quality), num=num)
     (root / "images").mkdir(exist_ok=True)
     if mask_pngs:
         (root / "masks").mkdir(exist_ok=True)
