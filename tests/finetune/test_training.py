@@ -188,8 +188,8 @@ def test_a_custom_architecture_file_and_image_size(tmp_path: Path) -> None:
         architecture("vit_q")
     broken = tmp_path / "broken.json"
     broken.write_text("{not json")
-    with pytest.raises(ConfigError, match="broken.json' is not readable JSON"):
+    with pytest.raises(ConfigError, match=r"broken\.json' is not readable JSON"):
         architecture(str(broken))
     broken.write_text(json.dumps({"image_encoder": {"depth": "four"}}))
-    with pytest.raises(ConfigError, match="broken.json' is not a usable configuration"):
+    with pytest.raises(ConfigError, match=r"broken\.json' is not a usable configuration"):
         architecture(str(broken))
