@@ -171,8 +171,17 @@ def test_checkpoint_files_bad_and_wrapped(tmp_path):
     with pytest.raises(CheckpointError, match="empty"):
         load_state_dict(tmp_path / "empty.bin")
     (tmp_path / "junk.pth").write_bytes(b"\x00junk" * 10)
-    with pytest.raises(CheckpointError, match="could not be read"):
+    with pytest.raises(CheckpointError, match=r"junk\.pth' is not a PyTorch weights file"):
         load_state_dict(tmp_path / "junk.pth")
+    (tmp_path / "config.pth").write_text('{"model_type": "sam"}')  # a JSON file passed as the checkpoint
+    with pytest.raises(CheckpointError, match=r"neither torch\.save's zip archive nor a pickle"):
+        load_state_dict(tmp_path / "config.pth")
+    torch.save(Tiny().state_dict(), tmp_path / "full.pth")
+    data = (tmp_path / "full.pth").read_bytes()
+    (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])  # an interrupted download
+    with pytest.raises(CheckpointError, match="could not be read as a PyTorch weights file") as caught:
+        load_state_dict(tmp_path / "cut.pth")
+    assert "\n" not in str(caught.value) and "weights_only=False" not in str(caught.value)
     (tmp_path / "junk.safetensors").write_bytes(b"\x00junk" * 10)
     with pytest.raises(CheckpointError, match="safetensors"):
         load_state_dict(tmp_path / "junk.safetensors")

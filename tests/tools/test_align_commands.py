@@ -126,6 +126,12 @@ def test_embed_then_search(capsys, tiny_align_dir, image_folder, tmp_path):
     first = found["results"][0]["results"][0]
     assert first["path"] == target and first["score"] == pytest.approx(1.0, abs=1e-4)
     assert len(found["results"][1]["results"]) == 3
+    # an existing file as --out is refused in one line, and the file is left alone
+    taken = tmp_path / "notes.txt"
+    taken.write_text("keep me")
+    code, _, err = run_cli(capsys, "embed", "--texts", "a cat", "--out", str(taken), *model)
+    assert code != 0 and "exists and is not a folder" in err and "Traceback" not in err
+    assert taken.read_text() == "keep me"
 
 
 def test_composed_queries(capsys, tiny_align_dir, image_folder):

@@ -86,6 +86,13 @@ def _load_safetensors(path: Path) -> StateDict:
 
 
 def _load_pickle(path: Path) -> StateDict:
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head != b"PK\x03\x04" and head[:1] != b"\x80":  # torch.save's zip archive, or a legacy pickle
+        raise CheckpointError(
+            f"Checkpoint '{path}' is not a PyTorch weights file (neither torch.save's zip archive nor a pickle); "
+            "is it the right file, and complete?"
+        )
     try:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -94,9 +101,10 @@ def _load_pickle(path: Path) -> StateDict:
                 raise
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(
-            f"Checkpoint '{path}' could not be read as a PyTorch weights file "
-            f"(only tensors are accepted; pickled code is refused): {err}"
+            f"Checkpoint '{path}' could not be read as a PyTorch weights file (a truncated download, or pickled "
+            f"code, which is refused: only tensors are loaded): {first_line}"
         ) from err
     return _as_state_dict(obj, path)
 

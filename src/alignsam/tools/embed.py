@@ -42,6 +42,8 @@ def export_embeddings(
     if not images and not texts:
         raise InputError("Nothing to embed: pass images, texts, or both.")
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"The output '{out}' exists and is not a folder; name a folder to write the embeddings into.")
     out.mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {"model": model_name, "dim": encoder.model.config.projection_dim, "normalized": True}
     if images:
