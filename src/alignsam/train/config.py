@@ -67,8 +67,7 @@ class DataConfig:
         check_numbers(self, "workers", low=0, optional=True)
         check_numbers(self, "shuffle_buffer", "vocab_captions", low=1, optional=True)
         check_numbers(self, "max_length", low=2, optional=True)
-        if not 0.0 <= self.grayscale <= 1.0:
-            raise ConfigError(f"DataConfig.grayscale must be a share in [0, 1], got {self.grayscale}.")
+        check_numbers(self, "grayscale", low=0, high=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,8 +209,7 @@ class TrainConfig:
             self, "steps", "batch_size", "accum_steps", "keep_checkpoints", "log_every", "threads", low=1, optional=True
         )
         check_numbers(self, "seed", "save_every", "max_seconds", "recalibrate_bn", low=0, optional=True)
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}.")
+        check_numbers(self, "label_smoothing", low=0, high=1, below=True)
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
