@@ -134,6 +134,46 @@ def test_embed_then_search(capsys, tiny_align_dir, image_folder, tmp_path):
     assert taken.read_text() == "keep me"
 
 
+def test_embed_keeps_existing_embeddings_unless_overwrite(capsys, tiny_align_dir, image_folder, tmp_path):
+    model = ["--model", str(tiny_align_dir), "-q"]
+    out_dir = tmp_path / "emb"
+    code, _, _ = run_cli(capsys, "embed", "--images", str(image_folder), "--out", str(out_dir), *model)
+    assert code == 0
+    before = {p.name: p.read_bytes() for p in out_dir.iterdir()}
+    assert set(before) == {"images.npy", "images.parquet", "embeddings.json"}
+    (out_dir / "notes.txt").write_text("mine")
+    # a second run into the same folder is refused in one line and changes nothing
+    code, _, err = run_cli(capsys, "embed", "--texts", "a cat", "--out", str(out_dir), *model)
+    assert code != 0 and "already holds embeddings (images.npy" in err and "--overwrite" in err
+    assert "Traceback" not in err
+    assert {p.name: p.read_bytes() for p in out_dir.iterdir() if p.name != "notes.txt"} == before
+    # --overwrite replaces them; the image files, not embedded this time, go, so the folder matches its summary
+    code, summary, _ = run_cli(
+        capsys, "embed", "--texts", "a cat", "a dog", "--out", str(out_dir), "--overwrite", *model
+    )
+    assert code == 0 and summary["texts"]["count"] == 2 and "images" not in summary
+    names = sorted(p.name for p in out_dir.iterdir())
+    assert names == ["embeddings.json", "notes.txt", "texts.npy", "texts.parquet"]
+    assert json.loads((out_dir / "embeddings.json").read_text())["texts"]["count"] == 2
+    assert (out_dir / "notes.txt").read_text() == "mine" and np.load(out_dir / "texts.npy").shape == (2, 80)
+
+
+def test_failed_embedding_leaves_the_folder_alone(tiny_align_dir, image_folder, tmp_path):
+    from alignsam.errors import ImageError
+    from alignsam.tools.embed import export_embeddings
+    from alignsam.tools.encoder import Encoder
+
+    enc = Encoder.from_pretrained(str(tiny_align_dir))
+    out_dir = tmp_path / "emb"
+    export_embeddings(enc, out_dir, texts=["a cat"])
+    before = {p.name: p.read_bytes() for p in out_dir.iterdir()}
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    with pytest.raises(ImageError, match=r"broken\.jpg"):
+        export_embeddings(enc, out_dir, images=[broken], on_error="raise", overwrite=True)
+    assert {p.name: p.read_bytes() for p in out_dir.iterdir()} == before  # no partial files, nothing replaced
+
+
 def test_composed_queries(capsys, tiny_align_dir, image_folder):
     model = ["--model", str(tiny_align_dir), "-q"]
     img = str(image_folder / "photo_1.jpg")

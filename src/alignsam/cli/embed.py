@@ -19,6 +19,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--texts", nargs="+", default=[], metavar="TEXT", help="texts")
     p.add_argument("--texts-file", metavar="FILE", help="a text file with one text per line")
     p.add_argument("--out", required=True, metavar="DIR", help="folder to write the embeddings into")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace the embeddings a folder already holds (refused otherwise)"
+    )
     c.add_align_args(p)
     c.add_runtime_args(p)
     c.add_output_args(p)
@@ -26,13 +29,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from alignsam.tools.embed import export_embeddings
+    from alignsam.tools.embed import check_output_folder, export_embeddings
     from alignsam.tools.files import list_images
 
+    check_output_folder(args.out, args.overwrite)  # before loading the model and reading every input
     texts = list(args.texts) + (c.read_lines(args.texts_file) if args.texts_file else [])
     found = list_images(args.images) if args.images else None
     images = found.files if found else []
-    summary = export_embeddings(c.make_encoder(args), args.out, images=images, texts=texts, model_name=args.model)
+    encoder = c.make_encoder(args)
+    summary = export_embeddings(
+        encoder, args.out, images=images, texts=texts, model_name=args.model, overwrite=args.overwrite
+    )
     if found is not None:
         summary["ignored_files"] = found.ignored
     errors = summary.get("errors", [])

@@ -25,6 +25,24 @@ import torch
 from alignsam.errors import InputError
 from alignsam.tools.encoder import Encoder, OnError, input_names
 
+EMBEDDING_FILES = ("images.npy", "images.parquet", "texts.npy", "texts.parquet", "embeddings.json")
+"""The files an embedding folder holds; `export_embeddings` writes and replaces only these."""
+
+
+def check_output_folder(out_dir: str | os.PathLike[str], overwrite: bool = False) -> Path:
+    """`out_dir` as a Path, if embeddings may be written there: not a file, and holding no embeddings unless
+    `overwrite` (call it before long work, so that a bad --out fails at once)."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"The output '{out}' exists and is not a folder; name a folder to write the embeddings into.")
+    held = [name for name in EMBEDDING_FILES if (out / name).exists()]
+    if held and not overwrite:
+        raise InputError(
+            f"'{out}' already holds embeddings ({', '.join(held)}); pass --overwrite (overwrite=True) to replace "
+            "them, or name another folder."
+        )
+    return out
+
 
 def export_embeddings(
     encoder: Encoder,
@@ -34,32 +52,55 @@ def export_embeddings(
     texts: Sequence[str] = (),
     on_error: OnError = "skip",
     model_name: str = "",
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Embed `images` and `texts` and write them to `out_dir`; returns the summary also written as JSON."""
+    """Embed `images` and `texts` and write them to `out_dir`; returns the summary also written as JSON.
+
+    A folder that already holds embeddings is refused unless `overwrite`; then the new files replace the old
+    ones, and those of a kind not embedded this time are removed, so that the folder and its
+    `embeddings.json` agree. Nothing in the folder changes until every input is embedded, and each file is
+    written under a temporary name and renamed, so an interrupted run leaves the old embeddings whole.
+    Other files in the folder are left alone."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     if not images and not texts:
         raise InputError("Nothing to embed: pass images, texts, or both.")
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"The output '{out}' exists and is not a folder; name a folder to write the embeddings into.")
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_output_folder(out_dir, overwrite)
     summary: dict[str, Any] = {"model": model_name, "dim": encoder.model.config.projection_dim, "normalized": True}
+    tables: dict[str, pa.Table] = {}
+    vectors: dict[str, np.ndarray] = {}
     if images:
         done = encoder.encode_images(images, on_error=on_error)
         names = input_names(images)
-        np.save(out / "images.npy", done.embeds.numpy().astype(np.float32))
-        table = pa.table({"id": list(range(len(done.indices))), "path": [names[i] for i in done.indices]})
-        pq.write_table(table, out / "images.parquet")
+        vectors["images.npy"] = done.embeds.numpy().astype(np.float32)
+        tables["images.parquet"] = pa.table(
+            {"id": list(range(len(done.indices))), "path": [names[i] for i in done.indices]}
+        )
         summary["images"] = {"count": len(done.indices), "vectors": str(out / "images.npy")}
         summary["errors"] = [{"image": names[i], "error": msg} for i, msg in done.errors]
     if texts:
-        embeds = encoder.encode_texts(list(texts))
-        np.save(out / "texts.npy", embeds.numpy().astype(np.float32))
-        pq.write_table(pa.table({"id": list(range(len(texts))), "text": list(texts)}), out / "texts.parquet")
+        vectors["texts.npy"] = encoder.encode_texts(list(texts)).numpy().astype(np.float32)
+        tables["texts.parquet"] = pa.table({"id": list(range(len(texts))), "text": list(texts)})
         summary["texts"] = {"count": len(texts), "vectors": str(out / "texts.npy")}
-    (out / "embeddings.json").write_text(json.dumps(summary, indent=2) + "\n")
+    out.mkdir(parents=True, exist_ok=True)
+    partial = {name: out / f".{name}.partial" for name in EMBEDDING_FILES}
+    written = [*vectors, *tables, "embeddings.json"]
+    try:
+        for name, array in vectors.items():
+            with open(partial[name], "wb") as f:
+                np.save(f, array)
+        for name, table in tables.items():
+            pq.write_table(table, partial[name])
+        partial["embeddings.json"].write_text(json.dumps(summary, indent=2) + "\n")
+        for name in written:
+            os.replace(partial[name], out / name)
+    finally:
+        for path in partial.values():
+            path.unlink(missing_ok=True)
+    for name in EMBEDDING_FILES:
+        if name not in written:  # a kind not embedded this time: its old files would contradict the summary
+            (out / name).unlink(missing_ok=True)
     return summary
 
 
