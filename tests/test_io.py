@@ -246,3 +246,26 @@ def test_recommended_settings_read_folders_and_the_hub_cache_never_the_network(t
     monkeypatch.setattr(hub, "_from_cache", lambda repo, name, revision, cache_dir: cached.get((repo, name)))
     assert hub.recommended_settings("org/model", "regions.json", {"context"}) == {"context": 3.0}
     assert hub.recommended_settings("org/other", "regions.json", {"context"}) == {}
+
+
+def test_output_files_are_checked_early_and_written_whole(tmp_path, monkeypatch):
+    from alignsam.errors import OutputError
+    from alignsam.io.files import check_output_file, write_text_atomic
+
+    with pytest.raises(OutputError, match="is a folder"):
+        check_output_file(tmp_path)
+    nested = tmp_path / "a" / "b" / "result.json"
+    assert check_output_file(nested) == nested and nested.parent.is_dir() and not nested.exists()
+    blocker = tmp_path / "plain.txt"
+    blocker.write_text("x")
+    with pytest.raises(OutputError, match="Cannot create the folder"):
+        check_output_file(blocker / "result.json")  # its parent would be a file
+    write_text_atomic(nested, "old")
+
+    def fail(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("alignsam.io.files.os.replace", fail)
+    with pytest.raises(OutputError, match="No space left"):
+        write_text_atomic(nested, "new")
+    assert nested.read_text() == "old" and sorted(p.name for p in nested.parent.iterdir()) == ["result.json"]

@@ -33,3 +33,7 @@ class PromptError(AlignSamError, ValueError):
 
 class InputError(AlignSamError, ValueError):
     """Any other invalid input: an empty label list, an empty text list, a bad argument value."""
+
+
+class OutputError(AlignSamError, OSError):
+    """A result could not be written where the user asked (a folder, a read-only place, a full disk)."""

@@ -174,6 +174,31 @@ def test_failed_embedding_leaves_the_folder_alone(tiny_align_dir, image_folder, 
     assert {p.name: p.read_bytes() for p in out_dir.iterdir()} == before  # no partial files, nothing replaced
 
 
+def test_a_bad_output_fails_before_the_work_and_a_failed_write_keeps_the_result(
+    capsys, tiny_align_dir, image_folder, tmp_path, monkeypatch
+):
+    from alignsam.errors import OutputError
+
+    # a folder as --output is refused before the model is looked for (this model does not exist)
+    code, _, err = run_cli(
+        capsys, "classify", str(image_folder), "--labels", "cat", "dog", "--model", str(tmp_path / "no-model"),
+        "-o", str(tmp_path),
+    )  # fmt: skip
+    assert code == 1 and "is a folder" in err and "no-model" not in err and "Traceback" not in err
+
+    # a write that fails at the end (a full disk) still delivers the result, on stdout, and says so
+    def full_disk(path, text):
+        raise OutputError(f"Cannot write '{path}': [Errno 28] No space left on device")
+
+    monkeypatch.setattr("alignsam.io.files.write_text_atomic", full_disk)
+    code, out, err = run_cli(
+        capsys, "classify", str(image_folder), "--labels", "cat", "dog", "--model", str(tiny_align_dir), "-q",
+        "-o", str(tmp_path / "result.json"),
+    )  # fmt: skip
+    assert code == 1 and "No space left" in err and "written to stdout instead" in err
+    assert out is not None and len(out["predictions"]) == 6 and not (tmp_path / "result.json").exists()
+
+
 def test_composed_queries(capsys, tiny_align_dir, image_folder):
     model = ["--model", str(tiny_align_dir), "-q"]
     img = str(image_folder / "photo_1.jpg")

@@ -174,12 +174,18 @@ def note(args: argparse.Namespace, message: str) -> None:
 
 def emit(args: argparse.Namespace, result: dict[str, Any]) -> None:
     """Write the JSON result to --output or stdout."""
+    from alignsam.errors import OutputError
+    from alignsam.io.files import write_text_atomic
+
     text = json.dumps(result, indent=2, ensure_ascii=False) + "\n"
-    if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(text, encoding="utf-8")
-    else:
+    if not args.output:
         sys.stdout.write(text)
+        return
+    try:
+        write_text_atomic(args.output, text)
+    except OutputError as err:  # checked before the work, but a disk can fill: the result is not lost
+        sys.stdout.write(text)
+        raise OutputError(f"{err} The result was written to stdout instead.") from err
 
 
 def finish(args: argparse.Namespace, result: dict[str, Any], done: int, errors: list[Any], what: str) -> int:

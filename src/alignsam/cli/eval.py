@@ -56,10 +56,10 @@ def add_parser(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
     import time
-    from pathlib import Path
 
     from alignsam.align.load import DEFAULT_MODEL
     from alignsam.eval import HELD_OUT_SEED, retrieval_file, synthetic_benchmark, zero_shot_folder
+    from alignsam.io.files import write_text_atomic
     from alignsam.tools import Encoder
 
     model = args.model or ("demo" if args.task == "synthetic" else DEFAULT_MODEL)
@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         )
     result = {"task": args.task, "model": str(model), **result, "seconds": round(time.perf_counter() - start, 2)}
     text = json.dumps(result, indent=2)
+    print(text)  # first: a failed --output below does not lose the result
     if args.output:
-        Path(args.output).write_text(text + "\n")
-    print(text)
+        write_text_atomic(args.output, text + "\n")
     return 0

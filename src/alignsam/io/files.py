@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from alignsam.errors import AlignSamError, CheckpointError, ConfigError
+from alignsam.errors import AlignSamError, CheckpointError, ConfigError, OutputError
 
 T = TypeVar("T")
 
@@ -42,3 +42,32 @@ def named_or_json(name: str, named: Mapping[str, Callable[[], T]], parse: Callab
         return parse(data)
     except (ValueError, TypeError, KeyError) as err:  # ConfigError is a ValueError
         raise ConfigError(f"'{path}' is not a usable configuration: {err}") from err
+
+
+def check_output_file(path: str | os.PathLike[str]) -> Path:
+    """`path` as a Path if a file can be written there, its missing parent folders created; an
+    `OutputError` naming it otherwise. For checking an output before long work rather than after."""
+    out = Path(path)
+    if out.is_dir():
+        raise OutputError(f"The output '{out}' is a folder; name a file to write the result into.")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"Cannot create the folder for the output '{out}': {err}") from err
+    if not os.access(out.parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise OutputError(f"The output '{out}' is not writable.")
+    return out
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """Write `text` (UTF-8) to `path` through a temporary file beside it, so that a failed write leaves any
+    earlier file whole; an `OutputError` naming the file if it cannot be written."""
+    out = check_output_file(path)
+    partial = out.with_name(f".{out.name}.partial")
+    try:
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, out)
+    except OSError as err:
+        raise OutputError(f"Cannot write '{out}': {err}") from err
+    finally:
+        partial.unlink(missing_ok=True)
