@@ -61,7 +61,42 @@ def test_masks_writes_sa1b_records_and_overlays(capsys, tiny_sam_dir, image_fold
             assert ann["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
             assert {"predicted_iou", "stability_score", "point_coords", "crop_box"} <= set(ann)
         stem = os.path.splitext(os.path.basename(record["image"]["file_name"]))[0]
-        assert Image.open(tmp_path / f"{stem}.png").size == (w, h)
+        assert record["overlay"] == str(tmp_path / f"{stem}.png")
+        assert Image.open(record["overlay"]).size == (w, h)
+
+
+def test_overlays_never_overwrite_each_other_and_bad_outputs_fail_first(capsys, tiny_sam_dir, photo_path, tmp_path):
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+    Image.open(photo_path).save(tmp_path / "a" / "shot.png")
+    Image.open(photo_path).crop((0, 0, 120, 90)).save(tmp_path / "b" / "Shot.jpg")  # same stem, another case
+    sam = ["--sam-model", str(tiny_sam_dir), "-q", *AMG]
+    ov = tmp_path / "ov"
+    code, out, _ = run_cli(capsys, "masks", str(tmp_path / "a"), str(tmp_path / "b"), *sam, "--overlay-dir", str(ov))
+    assert code == 0 and [r["overlay"] for r in out["images"]] == [str(ov / "shot.png"), str(ov / "Shot-2.png")]
+    assert [Image.open(r["overlay"]).size for r in out["images"]] == [(400, 300), (120, 90)]
+    # outputs that cannot be written fail before the model is looked for (this one does not exist)
+    missing = ["--sam-model", str(tmp_path / "no-sam")]
+    code, _, err = run_cli(capsys, "masks", str(tmp_path / "a"), *missing, "--overlay-dir", str(photo_path))
+    assert code == 1 and "is a file" in err and "no-sam" not in err and "Traceback" not in err
+    code, _, err = run_cli(capsys, "segment", str(photo_path), "--point", "5,5", *missing, "--overlay", "o.xyz")
+    assert code == 1 and "Cannot tell an image format" in err and "no-sam" not in err and "Traceback" not in err
+
+
+def test_a_failing_image_is_reported_and_the_run_goes_on(image_folder):
+    from alignsam.tools.pipeline import for_each_image
+
+    def work(path, image):
+        if path.name == "photo_1.jpg":
+            raise RuntimeError("DefaultCPUAllocator: not enough memory")
+        return [], [], None
+
+    records, errors = for_each_image(sorted(image_folder.iterdir()), work)
+    assert len(records) == 5 and len(errors) == 4  # three unreadable files and the failing one
+    failed = [e for e in errors if e["image"].endswith("photo_1.jpg")]
+    assert failed == [
+        {"image": str(image_folder / "photo_1.jpg"), "error": "RuntimeError: DefaultCPUAllocator: not enough memory"}
+    ]
 
 
 def test_segment_prompts(capsys, tiny_sam_dir, photo_path, tmp_path):

@@ -50,13 +50,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from alignsam.errors import AlignSamError
-    from alignsam.io.files import check_output_file
+    from alignsam.io.files import check_output_file, ensure_output_folder
 
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        if getattr(args, "output", None):  # a bad --output fails now, not after the work
+        if getattr(args, "output", None):  # a bad --output or --overlay-dir fails now, not after the work
             check_output_file(args.output)
+        if getattr(args, "overlay_dir", None):
+            ensure_output_folder(args.overlay_dir)
         return int(args.run(args) or 0)
     except AlignSamError as err:
         print(f"alignsam {args.command}: error: {err}", file=sys.stderr)

@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from alignsam.io.images import load_image_array
     from alignsam.tools.files import list_images
     from alignsam.tools.masks import automatic_masks
-    from alignsam.tools.pipeline import for_each_image, write_overlay
+    from alignsam.tools.pipeline import for_each_image
     from alignsam.tools.regions import crop_style, find, region_query
     from alignsam.tools.templates import resolve_templates
 
@@ -65,9 +65,8 @@ def run(args: argparse.Namespace) -> int:
         masks = automatic_masks(generator, image)
         matches = find(encoder, image, masks, query, top_k=args.top_k, style=style)
         best = [masks[m["id"]].mask for m in matches[:1]]
-        write_overlay(args.overlay_dir, path, image, best, [described.get("text", "match")] if best else None)
-        return matches
+        return matches, best, [described.get("text", "match")] if best else None
 
-    records, errors = for_each_image(found.files, work, progress=not args.quiet)
+    records, errors = for_each_image(found.files, work, overlay_dir=args.overlay_dir, progress=not args.quiet)
     out = {"query": described, "images": records, "errors": errors, "num_images": len(records)}
     return c.finish(args, out, len(records), errors, "images")

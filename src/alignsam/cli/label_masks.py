@@ -70,7 +70,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from alignsam.tools.files import list_images
     from alignsam.tools.masks import automatic_masks
-    from alignsam.tools.pipeline import for_each_image, write_overlay
+    from alignsam.tools.pipeline import for_each_image
     from alignsam.tools.regions import crop_style, label_masks
 
     found = list_images(args.images)
@@ -82,10 +82,9 @@ def run(args: argparse.Namespace) -> int:
     def work(path, image):
         masks = automatic_masks(generator, image)
         records = label_masks(encoder, image, masks, vocab, templates=args.templates, top_k=args.top_k, style=style)
-        write_overlay(args.overlay_dir, path, image, [m.mask for m in masks], [r["class_name"] for r in records])
-        return records
+        return records, [m.mask for m in masks], [r["class_name"] for r in records]
 
-    records, errors = for_each_image(found.files, work, progress=not args.quiet)
+    records, errors = for_each_image(found.files, work, overlay_dir=args.overlay_dir, progress=not args.quiet)
     out = {"images": records, "errors": errors, "num_images": len(records), "vocabulary_size": len(vocab)}
     out["ignored_files"] = found.ignored
     return c.finish(args, out, len(records), errors, "images")

@@ -27,17 +27,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from alignsam.tools.files import list_images
     from alignsam.tools.masks import automatic_masks
-    from alignsam.tools.pipeline import for_each_image, write_overlay
+    from alignsam.tools.pipeline import for_each_image
 
     found = list_images(args.images)
     generator = c.mask_generator(args, c.sam_model(args))
 
     def work(path, image):
         masks = automatic_masks(generator, image)
-        write_overlay(args.overlay_dir, path, image, [m.mask for m in masks])
-        return [m.annotation(i) for i, m in enumerate(masks)]
+        return [m.annotation(i) for i, m in enumerate(masks)], [m.mask for m in masks], None
 
-    records, errors = for_each_image(found.files, work, progress=not args.quiet)
+    records, errors = for_each_image(found.files, work, overlay_dir=args.overlay_dir, progress=not args.quiet)
     out = {"images": records, "errors": errors, "num_images": len(records), "ignored_files": found.ignored}
     out["num_masks"] = sum(len(r["annotations"]) for r in records)
     return c.finish(args, out, len(records), errors, "images")

@@ -32,7 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from alignsam.errors import PromptError
-    from alignsam.io.images import load_image_array
+    from alignsam.io.images import check_image_output, load_image_array, save_image
     from alignsam.sam.predictor import SamPredictor
     from alignsam.tools.masks import overlay, prompted_masks, sa1b
 
@@ -42,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
         if label not in (0, 1):
             raise PromptError(f"A point's label must be 1 (object) or 0 (background), got {p[2]:g}.")
         points.append((p[0], p[1], label))
+    if args.overlay:
+        check_image_output(args.overlay)  # before the model loads
     image = load_image_array(args.image)
     predictor = SamPredictor(c.sam_model(args), fast=c.fast_path(args))
     predictor.set_image(image)
@@ -53,13 +55,13 @@ def run(args: argparse.Namespace) -> int:
             raise PromptError(f"--mask-input is {rough.shape[1]}x{rough.shape[0]}, the image is {size}.")
         mask_input = predictor.mask_to_logits(rough)
     per_prompt = prompted_masks(predictor, points, [tuple(b) for b in args.box], mask_input, args.multimask)
-    if args.overlay:
-        overlay(image, [masks[0].mask for masks in per_prompt]).save(args.overlay)  # the best mask of each prompt
     annotations: list[dict] = []
     for k, masks in enumerate(per_prompt):
         for m in masks:
             annotations.append({**m.annotation(len(annotations)), "prompt_index": k})
     out = sa1b(args.image, image.shape[:2], annotations)
     out["prompt"] = {"points": [list(p) for p in points], "boxes": [list(b) for b in args.box]}
-    c.emit(args, out)
+    c.emit(args, out)  # first: a failed overlay write below does not lose the masks
+    if args.overlay:
+        save_image(overlay(image, [masks[0].mask for masks in per_prompt]), args.overlay)  # each prompt's best mask
     return 0

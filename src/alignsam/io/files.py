@@ -59,6 +59,18 @@ def check_output_file(path: str | os.PathLike[str]) -> Path:
     return out
 
 
+def ensure_output_folder(path: str | os.PathLike[str]) -> Path:
+    """The folder `path`, created if missing; an `OutputError` naming it if it is a file or cannot be made."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"The output folder '{out}' exists and is a file; name a folder.")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"Cannot create the output folder '{out}': {err}") from err
+    return out
+
+
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
     """Write `text` (UTF-8) to `path` through a temporary file beside it, so that a failed write leaves any
     earlier file whole; an `OutputError` naming the file if it cannot be written."""

@@ -22,7 +22,8 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from alignsam.errors import ImageError
+from alignsam.errors import ImageError, OutputError
+from alignsam.io.files import check_output_file
 
 ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]  # noqa: UP007 (runtime alias, py3.10)
 
@@ -155,3 +156,27 @@ def _to_uint8(arr: np.ndarray) -> np.ndarray:
             return np.clip(np.rint(arr.astype(np.float64) / 257.0), 0, 255).astype(np.uint8)
         return np.clip(arr, 0, 255).astype(np.uint8)
     raise ImageError(f"Unsupported image array dtype {arr.dtype}.")
+
+
+def check_image_output(path: str | os.PathLike[str]) -> Path:
+    """`path` as a Path if an image can be saved there (writable, a suffix PIL knows); an `OutputError`
+    naming it otherwise. For checking before the work."""
+    out = check_output_file(path)
+    if out.suffix.lower() not in Image.registered_extensions():
+        raise OutputError(f"Cannot tell an image format from the name '{out}'; end it in .png, .jpg or .webp.")
+    return out
+
+
+def save_image(image: Image.Image, path: str | os.PathLike[str]) -> Path:
+    """Save `image` in the format its suffix names, through a temporary file so that a failed write leaves
+    any earlier file whole; an `OutputError` naming the file if it cannot be written."""
+    out = check_image_output(path)
+    partial = out.with_name(f".{out.name}.partial")
+    try:
+        image.save(partial, format=Image.registered_extensions()[out.suffix.lower()])
+        os.replace(partial, out)
+    except (OSError, ValueError) as err:
+        raise OutputError(f"Cannot write the image '{out}': {err}") from err
+    finally:
+        partial.unlink(missing_ok=True)
+    return out

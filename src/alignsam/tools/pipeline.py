@@ -9,42 +9,58 @@ from typing import Any
 
 import numpy as np
 
-from alignsam.errors import ImageError
-from alignsam.io.images import load_image_array
+from alignsam.errors import AlignSamError
+from alignsam.io.files import ensure_output_folder
+from alignsam.io.images import load_image_array, save_image
 from alignsam.tools.masks import overlay, sa1b
+
+Work = Callable[[Path, np.ndarray], tuple[list[dict[str, Any]], Sequence[np.ndarray], Sequence[str] | None]]
+"""`work(path, H x W x 3 image)` -> (its annotations, the masks to draw on its overlay, their labels or None)."""
 
 
 def for_each_image(
     paths: Sequence[str | os.PathLike[str]],
-    work: Callable[[Path, np.ndarray], list[dict[str, Any]]],
+    work: Work,
     *,
+    overlay_dir: str | os.PathLike[str] | None = None,
     progress: bool = False,
 ) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
-    """Call `work(path, H x W x 3 array)` for each image, which returns its annotations.
+    """Call `work` for each image, and draw the masks it returns on the image into `overlay_dir`.
 
-    Returns the SA-1B records of the images that could be read, and `{"image", "error"}` for the others:
-    an unreadable image never stops the run.
+    Returns the SA-1B records of the images done (with `"overlay"`, the file written, where there is one)
+    and `{"image", "error"}` for the others: an image that cannot be read, or whose work fails (an error
+    of ours, a failed overlay write, a PyTorch error such as running out of memory on a huge image), is
+    reported and skipped, never stopping the run. Overlays are named after the image (`x.jpg` -> `x.png`),
+    made unique within the run (`a/x.jpg` and `b/x.png` give `x.png` and `x-2.png`).
     """
     from tqdm.auto import tqdm
 
+    folder = None if overlay_dir is None else ensure_output_folder(overlay_dir)
+    taken: set[str] = set()
     records, errors = [], []
     for raw in tqdm(paths, unit=" images", disable=not progress, leave=False):
         path = Path(raw)
         try:
             image = load_image_array(path)
-        except ImageError as err:
-            errors.append({"image": str(path), "error": str(err)})
+            annotations, masks, labels = work(path, image)
+            record = sa1b(str(path), image.shape[:2], annotations)
+            if folder is not None:
+                name = _unique(path.stem, taken)
+                save_image(overlay(image, masks, labels), folder / name)
+                record["overlay"] = str(folder / name)
+        except (AlignSamError, OSError, RuntimeError, MemoryError) as err:
+            message = str(err) if isinstance(err, AlignSamError) else f"{type(err).__name__}: {err}"
+            errors.append({"image": str(path), "error": message})
             continue
-        records.append(sa1b(str(path), image.shape[:2], work(path, image)))
+        records.append(record)
     return records, errors
 
 
-def write_overlay(
-    folder: str | None, path: Path, image: np.ndarray, masks: Sequence[np.ndarray], labels: Sequence[str] | None = None
-) -> None:
-    """Save `<folder>/<image name>.png` with the masks drawn (nothing when `folder` is None)."""
-    if folder is None:
-        return
-    out = Path(folder)
-    out.mkdir(parents=True, exist_ok=True)
-    overlay(image, masks, labels).save(out / f"{path.stem}.png")
+def _unique(stem: str, taken: set[str]) -> str:
+    """`stem.png`, or `stem-2.png`, `stem-3.png`... if taken in this run (compared case-insensitively)."""
+    name, n = f"{stem}.png", 1
+    while name.lower() in taken:
+        n += 1
+        name = f"{stem}-{n}.png"
+    taken.add(name.lower())
+    return name
