@@ -6,14 +6,15 @@ import dataclasses
 import re
 from typing import Literal
 
+import numpy as np
 import pytest
 
 from alignsam.align.config import AlignTextConfig, AlignVisionConfig
-from alignsam.errors import ConfigError
+from alignsam.errors import ConfigError, InputError
 from alignsam.finetune.config import FinetuneConfig
 from alignsam.sam.config import ImageEncoderConfig, MaskDecoderConfig
 from alignsam.train.config import OptimConfig
-from alignsam.validation import check_choice, check_numbers, require
+from alignsam.validation import check_choice, check_count, check_number, check_numbers, require
 
 
 @dataclasses.dataclass
@@ -73,3 +74,18 @@ def test_check_choice_and_require():
 def test_the_configs_name_the_bad_field(build, field):
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
         build()
+
+
+def test_check_count_and_check_number():
+    assert check_count(3, "k") == 3 and check_count(np.int64(2), "k") == 2 and check_count(0, "k", 0) == 0
+    for bad in (0, -1, 2.0, "3", True, None):
+        with pytest.raises(InputError, match=r"k must be a whole number of at least 1, got "):
+            check_count(bad, "k")
+    assert check_number(1, "t") == 1.0 and check_number(np.float32(0.5), "t", 0, 1) == 0.5
+    for bad, low, high in (("x", None, None), (float("nan"), None, None), (float("inf"), 0, None), (True, None, None)):
+        with pytest.raises(InputError, match="t must be a finite number"):
+            check_number(bad, "t", low, high)
+    with pytest.raises(InputError, match=r"t must be a finite number in \[0, 1\], got 1\.5"):
+        check_number(1.5, "t", 0, 1)
+    with pytest.raises(InputError, match=r"t must be a finite number <= 1, got 2"):
+        check_number(2, "t", high=1)

@@ -37,6 +37,7 @@ import numpy as np
 from alignsam.errors import AlignSamError, InputError
 from alignsam.inference import FastPath
 from alignsam.io.images import load_image_array
+from alignsam.validation import check_count, check_number
 
 DEFAULT_MAX_BODY = 64 * 1024 * 1024
 
@@ -112,8 +113,8 @@ class Service:
             self.encoder,
             images,
             _strings(body, "labels"),
-            templates=body.get("templates", "photo"),
-            top_k=int(body.get("top_k", 5)),
+            templates=_templates(body),
+            top_k=check_count(body.get("top_k", 5), "'top_k'"),
         )
         return result.to_dict()
 
@@ -142,9 +143,14 @@ class Service:
         from alignsam.data import load_tags
         from alignsam.tools.tag import TagPolicy, tag
 
-        vocab = _strings(body, "vocab") if "vocab" in body else load_tags(body.get("groups"))
+        groups = body.get("groups")
+        if groups is not None and not isinstance(groups, str):
+            groups = _strings(body, "groups")
+        vocab = _strings(body, "vocab") if "vocab" in body else load_tags(groups)
         policy = TagPolicy(
-            float(body.get("threshold", 3.0)), int(body.get("max_tags", 10)), int(body.get("min_tags", 1))
+            check_number(body.get("threshold", 3.0), "'threshold'"),
+            check_count(body.get("max_tags", 10), "'max_tags'"),
+            check_count(body.get("min_tags", 1), "'min_tags'", 0),
         )
         return tag(self.encoder, self._images(body, "images"), vocab, policy=policy)
 
@@ -155,9 +161,11 @@ class Service:
         image = self._image(body.get("image"))
         predictor = SamPredictor(self.sam, fast=self.fast)
         predictor.set_image(image)
-        points = [tuple(p) if len(p) == 3 else (*p, 1) for p in body.get("points", [])]
-        boxes = [tuple(b) for b in body.get("boxes", [])]
-        per_prompt = prompted_masks(predictor, points, boxes, multimask=body.get("multimask"))
+        points = [p if isinstance(p, list) and len(p) != 2 else [*p, 1] for p in _lists(body, "points")]
+        multimask = body.get("multimask")
+        if multimask is not None and not isinstance(multimask, bool):
+            raise InputError(f"'multimask' must be true, false or null, got {multimask!r}.")
+        per_prompt = prompted_masks(predictor, points, _lists(body, "boxes"), multimask=multimask)
         annotations = [
             {**m.annotation(i), "prompt_index": k} for k, masks in enumerate(per_prompt) for i, m in enumerate(masks)
         ]
@@ -205,6 +213,20 @@ _AMG_KEYS = (
     "crop_n_layers",
     "min_mask_region_area",
 )
+
+
+def _lists(body: dict[str, Any], key: str) -> list[Any]:
+    """`body[key]`, a list of lists (points, boxes; their numbers are checked where they are used), or []."""
+    items = body.get(key, [])
+    if not isinstance(items, list) or not all(isinstance(x, list) for x in items):
+        raise InputError(f"'{key}' must be a list of lists of numbers, got {items!r}.")
+    return items
+
+
+def _templates(body: dict[str, Any]) -> str | list[str]:
+    """The prompt templates: a preset name or a non-empty list of strings with '{}'."""
+    templates = body.get("templates", "photo")
+    return templates if isinstance(templates, str) else _strings(body, "templates")
 
 
 def _strings(body: dict[str, Any], key: str) -> list[str]:

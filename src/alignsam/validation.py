@@ -1,9 +1,11 @@
-"""Checks shared by the configuration dataclasses: each failure is a `ConfigError` naming the class and field.
+"""Checks shared by the configuration dataclasses (each failure a `ConfigError` naming the class and field),
+and by functions taking counts.
 
     check_numbers(self, "steps", "batch_size", low=1)              # numbers >= 1
     check_numbers(self, "dropout", low=0, high=1, below=True)      # in [0, 1)
     check_choice(self, "precision", Precision)                     # one of a Literal's values
     require(self.width % self.heads == 0, "Config.width ...")      # anything else, with its own message
+    check_count(top_k, "top_k")                                    # a function's count argument (InputError)
 
 A bool is not a number here, and a string from a hand-edited JSON file fails with the field's name instead of
 a `TypeError` from a comparison.
@@ -11,9 +13,11 @@ a `TypeError` from a comparison.
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Any, get_args
 
-from alignsam.errors import ConfigError
+from alignsam.errors import ConfigError, InputError
 
 
 def require(ok: bool, message: str) -> None:
@@ -57,3 +61,25 @@ def check_choice(obj: object, name: str, kind: Any) -> None:
     value, allowed = getattr(obj, name), get_args(kind)
     if value not in allowed:
         raise ConfigError(f"{type(obj).__name__}.{name} must be one of {allowed}, got {value!r}.")
+
+
+def check_count(value: object, name: str, low: int = 1) -> int:
+    """`value` as an int if it is a whole number >= `low` (a function argument such as `top_k`; numpy
+    integers count); an `InputError` naming `name` otherwise."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
+        raise InputError(f"{name} must be a whole number of at least {low}, got {value!r}.")
+    return int(value)
+
+
+def check_number(value: object, name: str, low: float | None = None, high: float | None = None) -> float:
+    """`value` as a float if it is a finite real number in [`low`, `high`] (either bound optional); an
+    `InputError` naming `name` otherwise."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        number = float(value)
+        if math.isfinite(number) and (low is None or number >= low) and (high is None or number <= high):
+            return number
+    if low is not None and high is not None:
+        bounds = f" in [{low}, {high}]"
+    else:
+        bounds = f" >= {low}" if low is not None else f" <= {high}" if high is not None else ""
+    raise InputError(f"{name} must be a finite number{bounds}, got {value!r}.")

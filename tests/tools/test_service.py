@@ -72,6 +72,34 @@ def test_classify_equals_the_library(server, tiny_align_dir, image_folder):
         assert got["labels"] == ref["labels"] and got["scores"] == pytest.approx(ref["scores"], abs=1e-5)
 
 
+@pytest.mark.parametrize(
+    ("path", "body", "message"),
+    [
+        ("/classify", {"labels": ["a", "b"], "top_k": "abc"}, "'top_k' must be a whole number"),
+        ("/classify", {"labels": ["a", "b"], "top_k": 2.5}, "'top_k' must be a whole number"),
+        ("/classify", {"labels": ["a", "b"], "templates": 5}, "'templates' must be a non-empty list"),
+        ("/tag", {"threshold": "x"}, "'threshold' must be a finite number"),
+        ("/tag", {"max_tags": None}, "'max_tags' must be a whole number"),
+        ("/tag", {"groups": 5}, "'groups' must be a non-empty list"),
+        ("/segment", {"points": 5}, "'points' must be a list of lists"),
+        ("/segment", {"points": [[1]]}, "A point must be 3 numbers"),
+        ("/segment", {"points": [["a", "b"]]}, "A point must be 3 numbers"),
+        ("/segment", {"points": [[1, 2, 3, 4]]}, "A point must be 3 numbers"),  # was taken as a point
+        ("/segment", {"points": [[1, 2, 7]]}, "label must be 1 (object) or 0"),
+        ("/segment", {"boxes": [[1, 2]]}, "A box must be 4 numbers"),
+        ("/segment", {"points": [[1, 2]], "multimask": "yes"}, "'multimask' must be true, false or null"),
+        ("/masks", {"points_per_side": "x"}, "points_per_side must be a whole number"),
+        ("/masks", {"pred_iou_thresh": "x"}, "pred_iou_thresh must be a finite number"),
+        ("/masks", {"box_nms_thresh": 2}, "box_nms_thresh must be a finite number in [0, 1]"),
+    ],
+)
+def test_malformed_fields_answer_400_naming_the_field(server, image_folder, path, body, message):
+    image = b64(image_folder / "plain_0.png")
+    key = "images" if path in ("/classify", "/tag") else "image"
+    code, answer = post(server, path, {key: [image] if key == "images" else image, **body})
+    assert code == 400 and message in answer["error"], answer  # these were 500s (a TypeError or ValueError)
+
+
 def test_embed_tag_segment_masks(server, image_folder):
     image = b64(image_folder / "photo_1.jpg")
     code, body = post(server, "/embed", {"images": [image, "bm90IGFuIGltYWdl"], "texts": ["a cat"]})

@@ -23,9 +23,9 @@ def add_output_args(p: argparse.ArgumentParser) -> None:
 
 def add_runtime_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available, else cpu)")
-    p.add_argument("--batch-size", type=int, default=16, metavar="N", help="images per forward pass (default 16)")
-    p.add_argument("--workers", type=int, default=2, metavar="N", help="image decoding threads (default 2)")
-    p.add_argument("--threads", type=int, metavar="N", help="CPU threads for the model (default: all cores)")
+    p.add_argument("--batch-size", type=count(), default=16, metavar="N", help="images per forward pass (default 16)")
+    p.add_argument("--workers", type=count(), default=2, metavar="N", help="image decoding threads (default 2)")
+    p.add_argument("--threads", type=count(), metavar="N", help="CPU threads for the model (default: all cores)")
     p.add_argument(
         "--precision",
         choices=["fp32", "bf16"],
@@ -109,6 +109,21 @@ def sam_model(args: argparse.Namespace) -> Any:
 
     setup(args)
     return load_sam(args.sam_model, device=device(args))
+
+
+def count(low: int = 1) -> Any:
+    """argparse type for a whole number >= `low` (a usage error at once, before any model loads)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    return parse
 
 
 def numbers(kind: str, count: tuple[int, ...]) -> Any:

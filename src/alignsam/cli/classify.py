@@ -25,7 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="prompt template set: photo (default), none, pipeline, simple (7), imagenet (80 phrasings, "
         "averaged), or one template with {} such as 'a satellite image of {}'",
     )
-    p.add_argument("--top-k", type=int, default=5, metavar="K", help="labels to report per image (default 5)")
+    p.add_argument("--top-k", type=c.count(), default=5, metavar="K", help="labels to report per image (default 5)")
     c.add_align_args(p)
     c.add_runtime_args(p)
     c.add_output_args(p)

@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from alignsam.cli._common import count
+
 
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
@@ -25,8 +27,8 @@ def add_parser(subparsers: Any) -> None:
     )
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--model", help="hub id, folder or 'demo'")
-    common.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
-    common.add_argument("--workers", type=int, default=2, help="image decoding threads (default 2)")
+    common.add_argument("--batch-size", type=count(), default=64, help="images per forward pass (default 64)")
+    common.add_argument("--workers", type=count(), default=2, help="image decoding threads (default 2)")
     common.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     common.add_argument("--output", "-o", help="also write the JSON result to this file")
     common.add_argument(
@@ -46,8 +48,8 @@ def add_parser(subparsers: Any) -> None:
 
     p = tasks.add_parser("synthetic", parents=[common], help="held-out synthetic scenes (the demo model's benchmark)")
     p.add_argument("--image-size", type=int, help="scene size (default: the model's input size)")
-    p.add_argument("--per-class", type=int, default=10, help="images per shape x colour class (default 10)")
-    p.add_argument("--num", type=int, default=1000, help="multi-object retrieval scenes (default 1000)")
+    p.add_argument("--per-class", type=count(), default=10, help="images per shape x colour class (default 10)")
+    p.add_argument("--num", type=count(), default=1000, help="multi-object retrieval scenes (default 1000)")
     p.add_argument("--seed", type=int, help="scene seed (default: the held-out seed)")
     p.add_argument("--templates", default="photo", help="template set or '{}' text (default photo)")
     parser.set_defaults(run=run)

@@ -23,7 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--text", help="the text to find")
     q.add_argument("--ref-image", metavar="IMAGE", help="a reference image; with --ref-box, the region to find")
     p.add_argument("--ref-box", type=c.numbers("a box", (4,)), metavar="X0,Y0,X1,Y1", help="region of --ref-image")
-    p.add_argument("--top-k", type=int, default=3, metavar="K", help="masks to return per image (3)")
+    p.add_argument("--top-k", type=c.count(), default=3, metavar="K", help="masks to return per image (3)")
     add_crop_args(p)
     p.add_argument("--overlay-dir", metavar="DIR", help="write <image>.png with the best match drawn here")
     c.add_align_args(p)

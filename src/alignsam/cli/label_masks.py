@@ -56,7 +56,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("images", nargs="+", help="image files and/or folders")
     add_vocab_args(p, "class names")
-    p.add_argument("--top-k", type=int, default=3, metavar="K", help="class proposals per mask (3)")
+    p.add_argument("--top-k", type=c.count(), default=3, metavar="K", help="class proposals per mask (3)")
     add_crop_args(p)
     p.add_argument("--overlay-dir", metavar="DIR", help="write <image>.png with labelled masks here")
     c.add_align_args(p)

@@ -16,7 +16,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("queries", nargs="+", metavar="QUERY")
     p.add_argument("--index", required=True, metavar="DIR", help="folder written by `alignsam embed`")
-    p.add_argument("-k", "--top-k", type=int, default=10, metavar="K", help="results per query (default 10)")
+    p.add_argument("-k", "--top-k", type=c.count(), default=10, metavar="K", help="results per query (default 10)")
     c.add_align_args(p)
     c.add_runtime_args(p)
     c.add_output_args(p)

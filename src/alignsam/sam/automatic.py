@@ -42,6 +42,7 @@ from alignsam.sam.amg import (
 )
 from alignsam.sam.model import SamModel
 from alignsam.sam.predictor import SamPredictor
+from alignsam.validation import check_count, check_number
 
 POSTPROCESS_CHUNK = 16
 """Masks resized together (each takes 4 MB at the 1024 px input size on the way)."""
@@ -92,9 +93,21 @@ class SamAutomaticMaskGenerator:
         """
         if (points_per_side is None) == (point_grids is None):
             raise InputError("Give exactly one of points_per_side and point_grids.")
+        points_per_batch = check_count(points_per_batch, "points_per_batch")
+        crop_n_layers = check_count(crop_n_layers, "crop_n_layers", 0)
+        crop_n_points_downscale_factor = check_count(crop_n_points_downscale_factor, "crop_n_points_downscale_factor")
+        min_mask_region_area = check_count(min_mask_region_area, "min_mask_region_area", 0)
+        for name, value in (
+            ("pred_iou_thresh", pred_iou_thresh),
+            ("stability_score_thresh", stability_score_thresh),
+            ("stability_score_offset", stability_score_offset),
+        ):
+            check_number(value, name)
+        for name, value in (("box_nms_thresh", box_nms_thresh), ("crop_nms_thresh", crop_nms_thresh)):
+            check_number(value, name, 0, 1)
+        check_number(crop_overlap_ratio, "crop_overlap_ratio", 0, 1)
         if points_per_side is not None:
-            if points_per_side < 1:
-                raise InputError(f"points_per_side must be >= 1, got {points_per_side}.")
+            points_per_side = check_count(points_per_side, "points_per_side")
             if int(points_per_side / crop_n_points_downscale_factor**crop_n_layers) < 1:
                 raise InputError(
                     f"points_per_side {points_per_side} leaves no points in crop layer {crop_n_layers} "
@@ -110,8 +123,6 @@ class SamAutomaticMaskGenerator:
             self.point_grids = [np.asarray(g, dtype=float) for g in point_grids]
         if output_mode not in ("binary_mask", "uncompressed_rle", "coco_rle"):
             raise InputError(f"output_mode must be binary_mask, uncompressed_rle or coco_rle; got {output_mode!r}.")
-        if points_per_batch < 1 or crop_n_layers < 0 or min_mask_region_area < 0:
-            raise InputError("points_per_batch must be >= 1, crop_n_layers and min_mask_region_area >= 0.")
         self.predictor = SamPredictor(model, max_pixels=max_pixels, fast=fast)
         self.points_per_batch = points_per_batch
         self.pred_iou_thresh = pred_iou_thresh

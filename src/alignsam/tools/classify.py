@@ -15,6 +15,7 @@ import torch
 
 from alignsam.io.images import ImageInput
 from alignsam.tools.encoder import Encoder, OnError, input_names
+from alignsam.validation import check_count
 
 
 @dataclasses.dataclass
@@ -58,10 +59,11 @@ def classify(
     Returns the top `top_k` labels per readable image with their probabilities, and the unreadable inputs
     with the reason (`on_error="skip"`), or raises on the first one (`on_error="raise"`).
     """
+    check_count(top_k, "top_k")
     classes = encoder.classifier(labels, templates)  # C x D
     embedded = encoder.encode_images(images, on_error=on_error)
     probs = (encoder.logit_scale * embedded.embeds @ classes.T).softmax(dim=-1)  # N_ok x C
-    k = max(1, min(top_k, len(labels)))
+    k = min(top_k, len(labels))
     top = probs.topk(k, dim=-1)
     names = input_names(images)
     predictions = [

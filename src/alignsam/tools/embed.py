@@ -24,6 +24,7 @@ import torch
 
 from alignsam.errors import InputError
 from alignsam.tools.encoder import Encoder, OnError, input_names
+from alignsam.validation import check_count
 
 EMBEDDING_FILES = ("images.npy", "images.parquet", "texts.npy", "texts.parquet", "embeddings.json")
 """The files an embedding folder holds; `export_embeddings` writes and replaces only these."""
@@ -105,23 +106,44 @@ def export_embeddings(
 
 
 def load_image_index(index_dir: str | os.PathLike[str]) -> tuple[torch.Tensor, list[str]]:
-    """The image vectors (`N x D`) and paths of an embedding folder written by `export_embeddings`."""
+    """The image vectors (`N x D` float32) and paths of an embedding folder written by `export_embeddings`;
+    an `InputError` naming the file for a folder that is not one, a file that cannot be read, or vectors
+    that are not a finite `N x D` matrix with one path per row."""
     import pyarrow.parquet as pq
 
     root = Path(index_dir)
     if not (root / "images.npy").is_file() or not (root / "images.parquet").is_file():
         raise InputError(f"'{root}' is not an image embedding folder (run `alignsam embed --out {root}` first).")
-    vectors = torch.from_numpy(np.load(root / "images.npy"))
-    paths = pq.read_table(root / "images.parquet").column("path").to_pylist()
-    if vectors.shape[0] != len(paths):
-        raise InputError(f"'{root}' is inconsistent: {vectors.shape[0]} vectors but {len(paths)} paths.")
-    return vectors, paths
+    with open(root / "images.npy", "rb") as f:
+        if f.read(6) != b"\x93NUMPY":
+            raise InputError(f"'{root / 'images.npy'}' is not a .npy file; embed the folder again.")
+    try:
+        array = np.load(root / "images.npy", allow_pickle=False)
+        paths = pq.read_table(root / "images.parquet").column("path").to_pylist()
+    except (OSError, ValueError, KeyError) as err:  # pyarrow's errors are OSErrors or ValueErrors
+        raise InputError(f"The embedding folder '{root}' could not be read ({err}); embed it again.") from err
+    if array.ndim != 2 or not np.issubdtype(array.dtype, np.floating):
+        raise InputError(
+            f"'{root / 'images.npy'}' holds a {array.dtype} array of shape {array.shape}, not N x D vectors."
+        )
+    if array.shape[0] != len(paths):
+        raise InputError(f"'{root}' is inconsistent: {array.shape[0]} vectors but {len(paths)} paths.")
+    bad = int((~np.isfinite(array).all(axis=1)).sum())
+    if bad:
+        raise InputError(f"'{root / 'images.npy'}' has {bad} rows that are not finite numbers; embed it again.")
+    return torch.from_numpy(array.astype(np.float32, copy=False)), paths
 
 
 def search(
     vectors: torch.Tensor, paths: Sequence[str], queries: torch.Tensor, query_names: Sequence[str], k: int = 10
 ) -> list[dict[str, Any]]:
     """Exact cosine search: the `k` best images for each (normalised) query vector."""
+    check_count(k, "k")
+    if vectors.shape[1] != queries.shape[1]:
+        raise InputError(
+            f"The index holds {vectors.shape[1]}-dimensional vectors but the queries are {queries.shape[1]}-"
+            "dimensional: the index was written by another model; search it with that model or embed it again."
+        )
     if vectors.shape[0] == 0:
         return [{"query": q, "results": []} for q in query_names]
     scores = queries @ vectors.T  # Q x N

@@ -28,6 +28,7 @@ from alignsam.inference import PLAIN, FastPath
 from alignsam.io.hub import recommended_settings
 from alignsam.io.images import ImageInput
 from alignsam.tools.templates import resolve_templates
+from alignsam.validation import check_count
 
 OnError = Literal["raise", "skip"]
 
@@ -80,13 +81,12 @@ class Encoder:
         max_length: int = DEFAULT_MAX_LENGTH,
         fast: FastPath | None = None,
     ) -> None:
-        if batch_size < 1:
-            raise InputError(f"batch_size must be at least 1, got {batch_size}.")
+        check_count(batch_size, "batch_size")
         self.fast = fast or FastPath()
         self.model = model.eval() if self.fast == PLAIN else prepare_align(model, self.fast)
         self.processor = processor
         self.batch_size = batch_size
-        self.workers = max(1, workers)
+        self.workers = check_count(workers, "workers")
         self.progress = progress
         self.max_length = max_length
         self.crop_defaults: dict[str, Any] = {}

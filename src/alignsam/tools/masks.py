@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import colorsys
 import dataclasses
+import numbers
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -91,10 +92,24 @@ def automatic_masks(generator: SamAutomaticMaskGenerator, image: np.ndarray) -> 
     return sorted(masks, key=lambda m: -m.area)
 
 
+def _numbers(items: Sequence[Sequence[float]], size: int, what: str, form: str) -> np.ndarray:
+    """`items` as a `K x size` float array of finite numbers; a `PromptError` naming the bad one otherwise."""
+    from alignsam.errors import PromptError
+
+    for item in items:
+        ok = isinstance(item, (Sequence, np.ndarray)) and not isinstance(item, str) and len(item) == size
+        if not ok or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in item):
+            raise PromptError(f"{what} must be {size} numbers {form}, got {item!r}.")
+    array = np.array(items, dtype=float).reshape(len(items), size)
+    if not np.isfinite(array).all():
+        raise PromptError(f"{what} must be finite numbers, got {array.tolist()}.")
+    return array
+
+
 def prompted_masks(
     predictor: SamPredictor,
-    points: Sequence[tuple[float, float, int]] = (),
-    boxes: Sequence[tuple[float, float, float, float]] = (),
+    points: Sequence[Sequence[float]] = (),
+    boxes: Sequence[Sequence[float]] = (),
     mask_input: np.ndarray | None = None,
     multimask: bool | None = None,
 ) -> list[list[Mask]]:
@@ -113,9 +128,16 @@ def prompted_masks(
         raise PromptError("Give at least one point, box or mask.")
     if multimask is None:
         multimask = len(points) == 1 and not boxes
-    coords = np.array([p[:2] for p in points], dtype=float) if points else None
-    labels = np.array([p[2] for p in points], dtype=int) if points else None
-    box_array = np.array(boxes, dtype=float) if boxes else None
+    point_array = _numbers(points, 3, "A point", "(x, y, label)") if points else None
+    box_array = _numbers(boxes, 4, "A box", "(x0, y0, x1, y1)") if boxes else None
+    coords = None if point_array is None else point_array[:, :2]
+    labels = None
+    if point_array is not None:
+        if not np.isin(point_array[:, 2], (0, 1)).all():
+            raise PromptError(
+                f"A point's label must be 1 (object) or 0 (background), got {point_array[:, 2].tolist()}."
+            )
+        labels = point_array[:, 2].astype(int)
     if box_array is not None and len(boxes) == 1:
         box_array = box_array[0]
     prediction = predictor.predict(coords, labels, box_array, mask_input, multimask_output=multimask)

@@ -32,6 +32,7 @@ from alignsam.errors import InputError
 from alignsam.tools.cache import cached_classifier
 from alignsam.tools.encoder import Encoder
 from alignsam.tools.masks import Mask
+from alignsam.validation import check_count
 
 Background = Literal["gray", "blur", "keep"]
 
@@ -114,6 +115,7 @@ def label_masks(
     `vocab`, from the model's own logit scale), in SA-1B annotation records."""
     if len(vocab) < 1:
         raise InputError("The vocabulary of classes is empty.")
+    check_count(top_k, "top_k")
     style = style or crop_style(encoder)
     classes = cached_classifier(encoder, list(vocab), templates)  # C x D
     embeds = embed_masks(encoder, image, masks, style)  # M x D
@@ -162,6 +164,7 @@ def find(
     over all candidate masks with the model's logit scale: how sure the model is that this mask, rather
     than another, is the one).
     """
+    check_count(top_k, "top_k")
     if not masks:
         return []
     embeds = embed_masks(encoder, image, masks, style or crop_style(encoder))

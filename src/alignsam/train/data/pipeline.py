@@ -35,6 +35,7 @@ from alignsam.errors import AlignSamError, InputError
 from alignsam.train.data.filters import SampleFilter, merge_counts
 from alignsam.train.data.sources import RawSample, Source
 from alignsam.train.data.transforms import TrainTransform
+from alignsam.validation import check_count
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,8 +121,7 @@ class PairStream(IterableDataset[dict[str, Any]]):
         state: LoaderState | None = None,
     ) -> None:
         super().__init__()
-        if batch_size < 1:
-            raise InputError(f"batch_size must be at least 1, got {batch_size}.")
+        check_count(batch_size, "batch_size")
         self.source, self.tokenizer, self.transform, self.filter = source, tokenizer, transform, sample_filter
         self.batch_size, self.seed, self.max_length = batch_size, seed, max_length
         self.rank, self.world_size = rank, world_size
