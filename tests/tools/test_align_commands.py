@@ -158,6 +158,32 @@ def test_embed_keeps_existing_embeddings_unless_overwrite(capsys, tiny_align_dir
     assert (out_dir / "notes.txt").read_text() == "mine" and np.load(out_dir / "texts.npy").shape == (2, 80)
 
 
+def test_search_refuses_a_broken_index_in_one_line(capsys, tiny_align_dir, tmp_path):
+    import pyarrow as pa
+
+    model = ["--model", str(tiny_align_dir), "-q"]
+    index = tmp_path / "emb"
+    index.mkdir()
+    pq.write_table(pa.table({"id": [0, 1], "path": ["a.jpg", "b.jpg"]}), index / "images.parquet")
+    cases = [
+        (np.ones((2, 33), np.float32), "33-dimensional vectors but the queries are 80-dimensional"),
+        (np.ones((2, 80, 2), np.float32), "not N x D vectors"),
+        (np.array([[np.nan] * 80, [1.0] * 80], np.float32), "1 rows that are not finite"),
+        (np.ones((3, 80), np.float32), "3 vectors but 2 paths"),
+        (b"garbage", "is not a .npy file"),
+    ]
+    for vectors, message in cases:
+        if isinstance(vectors, bytes):
+            (index / "images.npy").write_bytes(vectors)
+        else:
+            np.save(index / "images.npy", vectors)
+        code, _, err = run_cli(capsys, "search", "a cat", "--index", str(index), *model)
+        assert code == 1 and message in err and "Traceback" not in err, (message, err)
+    np.save(index / "images.npy", np.ones((2, 80)))  # float64 vectors are fine
+    code, found, _ = run_cli(capsys, "search", "a cat", "--index", str(index), "-k", "5", *model)
+    assert code == 0 and len(found["results"][0]["results"]) == 2
+
+
 def test_failed_embedding_leaves_the_folder_alone(tiny_align_dir, image_folder, tmp_path):
     from alignsam.errors import ImageError
     from alignsam.tools.embed import export_embeddings
