@@ -10,8 +10,9 @@ the output folder records them, and `--config OUT/synth.json` reuses its scene c
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from typing import Any
+
+from alignsam.cli._common import count
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -31,25 +32,12 @@ def _share(text: str) -> float:
     return value
 
 
-def _count(low: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value}")
-        return value
-
-    return parse
-
-
 def _scene_options() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("scene")
     g.add_argument("--config", metavar="JSON", help="start from this SceneConfig (a synth.json or a config dict)")
     g.add_argument(
-        "--size", dest="image_size", metavar="PX", type=_count(1), help="image side in pixels, 32..1024 (default 128)"
+        "--size", dest="image_size", metavar="PX", type=count(1), help="image side in pixels, 32..1024 (default 128)"
     )
     g.add_argument(
         "--shapes", metavar="NAMES", type=_names, help="comma-separated shape names (default: the 8 default shapes)"
@@ -73,9 +61,9 @@ def _object_options() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("objects")
     g.add_argument(
-        "--min-objects", metavar="N", type=_count(1), help="fewest objects per scene (default 1; retrieval 2)"
+        "--min-objects", metavar="N", type=count(1), help="fewest objects per scene (default 1; retrieval 2)"
     )
-    g.add_argument("--max-objects", metavar="N", type=_count(1), help="most objects per scene (default 4)")
+    g.add_argument("--max-objects", metavar="N", type=count(1), help="most objects per scene (default 4)")
     g.add_argument(
         "--repeat", metavar="P", type=_share, help="chance an object repeats an earlier one's kind (default 0.25)"
     )
@@ -96,9 +84,9 @@ def _output_options(num: int | None, image_format: str) -> argparse.ArgumentPars
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("out", help="output folder (created; must be empty unless --overwrite)")
     if num is not None:
-        p.add_argument("-n", "--num", type=_count(1), default=num, help=f"number of scenes (default {num})")
-    p.add_argument("--seed", type=_count(0), default=0, help="data set seed (default 0; use another for held-out)")
-    p.add_argument("--start", type=_count(0), default=0, help="first scene index (default 0)")
+        p.add_argument("-n", "--num", type=count(1), default=num, help=f"number of scenes (default {num})")
+    p.add_argument("--seed", type=count(0), default=0, help="data set seed (default 0; use another for held-out)")
+    p.add_argument("--start", type=count(0), default=0, help="first scene index (default 0)")
     p.add_argument("--format", dest="image_format", choices=("jpg", "png"), default=image_format)
     p.add_argument("--quality", type=int, default=90, help="JPEG quality 1..100 (default 90)")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
@@ -124,7 +112,7 @@ def add_parser(subparsers: Any) -> None:
         help="tar shards of KEY.jpg/.txt/.json with per-shard parquet and _stats.json (img2dataset layout)",
     )
     p.add_argument(
-        "--shard-size", metavar="N", type=_count(1), default=1000, help="samples per shard, <= 10000 (default 1000)"
+        "--shard-size", metavar="N", type=count(1), default=1000, help="samples per shard, <= 10000 (default 1000)"
     )
     p.add_argument(
         "--corrupt", metavar="SHARE", type=_share, default=0.0, help="share of samples damaged on purpose (default 0)"
@@ -139,14 +127,14 @@ def add_parser(subparsers: Any) -> None:
         parents=[_output_options(None, "jpg"), scene],
         help='one folder per "<colour> <shape>" class of single-object scenes',
     )
-    p.add_argument("--per-class", metavar="N", type=_count(1), default=20, help="images per class (default 20)")
+    p.add_argument("--per-class", metavar="N", type=count(1), default=20, help="images per class (default 20)")
     p = layouts.add_parser(
         "retrieval",
         parents=[_output_options(1_000, "jpg"), scene, objects],
         help="images/ + COCO captions.json with several clean captions per image",
     )
     p.add_argument(
-        "--captions-per-image", metavar="N", type=_count(1), default=5, help="clean captions per image (default 5)"
+        "--captions-per-image", metavar="N", type=count(1), default=5, help="clean captions per image (default 5)"
     )
     p = layouts.add_parser(
         "segmentation",
@@ -156,7 +144,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--mask-pngs", action="store_true", help="also write masks/IMAGE_OBJECT.png per object")
     p = layouts.add_parser("speed", parents=[scene, objects, noise], help="measure scenes per second; writes nothing")
     p.add_argument("--sizes", type=_names, default=("64", "128", "256"), help="image sizes (default 64,128,256)")
-    p.add_argument("-n", "--num", type=_count(1), default=300, help="scenes per size (default 300)")
+    p.add_argument("-n", "--num", type=count(1), default=300, help="scenes per size (default 300)")
     parser.set_defaults(run=run)
 
 
