@@ -91,9 +91,9 @@ def test_a_failing_image_is_reported_and_the_run_goes_on(image_folder):
             raise RuntimeError("DefaultCPUAllocator: not enough memory")
         return [], [], None
 
-    records, errors = for_each_image(sorted(image_folder.iterdir()), work)
-    assert len(records) == 5 and len(errors) == 4  # three unreadable files and the failing one
-    failed = [e for e in errors if e["image"].endswith("photo_1.jpg")]
+    run = for_each_image(sorted(image_folder.iterdir()), work)
+    assert len(run.records) == 5 and len(run.errors) == 4 and not run.interrupted  # 3 unreadable, 1 failing
+    failed = [e for e in run.errors if e["image"].endswith("photo_1.jpg")]
     assert failed == [
         {"image": str(image_folder / "photo_1.jpg"), "error": "RuntimeError: DefaultCPUAllocator: not enough memory"}
     ]
@@ -267,3 +267,20 @@ def test_a_models_regions_json_sets_the_crops(capsys, tiny_align_dir, tiny_sam_d
     (folder / "regions.json").write_text(json.dumps({"context": "wide"}))
     with pytest.raises(InputError, match="context must be a number"):
         crop_style(Encoder.from_pretrained(folder))
+
+
+def test_ctrl_c_keeps_the_images_done(capsys, tiny_sam_dir, image_folder, monkeypatch):
+    import alignsam.tools.masks
+
+    real, calls = alignsam.tools.masks.automatic_masks, []
+
+    def stop_at_the_third(generator, image):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(generator, image)
+
+    monkeypatch.setattr(alignsam.tools.masks, "automatic_masks", stop_at_the_third)
+    code, out, err = run_cli(capsys, "masks", str(image_folder), "--sam-model", str(tiny_sam_dir), "-q", *AMG)
+    assert code == 130 and out["interrupted"] is True and "interrupted; the result holds the 2 images done" in err
+    assert out["num_images"] == 2 and all(r["annotations"] for r in out["images"])

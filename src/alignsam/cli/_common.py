@@ -203,10 +203,17 @@ def emit(args: argparse.Namespace, result: dict[str, Any]) -> None:
         raise OutputError(f"{err} The result was written to stdout instead.") from err
 
 
-def finish(args: argparse.Namespace, result: dict[str, Any], done: int, errors: list[Any], what: str) -> int:
+def finish(
+    args: argparse.Namespace, result: dict[str, Any], done: int, errors: list[Any], what: str, interrupted: bool = False
+) -> int:
     """Emit the result, report skipped inputs on stderr, and choose the exit code: 1 when nothing could be
-    done (every input failed), else 0."""
+    done (every input failed), 130 when Ctrl-C ended the run (the result holds what was done), else 0."""
+    if interrupted:
+        result["interrupted"] = True
     emit(args, result)
+    if interrupted:
+        print(f"alignsam {args.command}: interrupted; the result holds the {done} {what} done.", file=sys.stderr)
+        return 130
     if errors:
         note(args, f"skipped {len(errors)} of {done + len(errors)} {what} that could not be read (see 'errors').")
     if done == 0 and errors:

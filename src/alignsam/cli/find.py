@@ -67,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         best = [masks[m["id"]].mask for m in matches[:1]]
         return matches, best, [described.get("text", "match")] if best else None
 
-    records, errors = for_each_image(found.files, work, overlay_dir=args.overlay_dir, progress=not args.quiet)
+    run = for_each_image(found.files, work, overlay_dir=args.overlay_dir, progress=not args.quiet)
+    records, errors = run.records, run.errors
     out = {"query": described, "images": records, "errors": errors, "num_images": len(records)}
-    return c.finish(args, out, len(records), errors, "images")
+    return c.finish(args, out, len(records), errors, "images", interrupted=run.interrupted)

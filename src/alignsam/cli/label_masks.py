@@ -84,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
         records = label_masks(encoder, image, masks, vocab, templates=args.templates, top_k=args.top_k, style=style)
         return records, [m.mask for m in masks], [r["class_name"] for r in records]
 
-    records, errors = for_each_image(found.files, work, overlay_dir=args.overlay_dir, progress=not args.quiet)
+    run = for_each_image(found.files, work, overlay_dir=args.overlay_dir, progress=not args.quiet)
+    records, errors = run.records, run.errors
     out = {"images": records, "errors": errors, "num_images": len(records), "vocabulary_size": len(vocab)}
     out["ignored_files"] = found.ignored
-    return c.finish(args, out, len(records), errors, "images")
+    return c.finish(args, out, len(records), errors, "images", interrupted=run.interrupted)

@@ -36,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
         masks = automatic_masks(generator, image)
         return [m.annotation(i) for i, m in enumerate(masks)], [m.mask for m in masks], None
 
-    records, errors = for_each_image(found.files, work, overlay_dir=args.overlay_dir, progress=not args.quiet)
+    run = for_each_image(found.files, work, overlay_dir=args.overlay_dir, progress=not args.quiet)
+    records, errors = run.records, run.errors
     out = {"images": records, "errors": errors, "num_images": len(records), "ignored_files": found.ignored}
     out["num_masks"] = sum(len(r["annotations"]) for r in records)
-    return c.finish(args, out, len(records), errors, "images")
+    return c.finish(args, out, len(records), errors, "images", interrupted=run.interrupted)

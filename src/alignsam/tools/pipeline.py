@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,42 +19,55 @@ Work = Callable[[Path, np.ndarray], tuple[list[dict[str, Any]], Sequence[np.ndar
 """`work(path, H x W x 3 image)` -> (its annotations, the masks to draw on its overlay, their labels or None)."""
 
 
+@dataclasses.dataclass
+class ImageRun:
+    """What `for_each_image` did: the SA-1B records of the images done, `{"image", "error"}` for those
+    skipped, and whether Ctrl-C ended the run early (the records then hold the images done before it)."""
+
+    records: list[dict[str, Any]]
+    errors: list[dict[str, str]]
+    interrupted: bool = False
+
+
 def for_each_image(
     paths: Sequence[str | os.PathLike[str]],
     work: Work,
     *,
     overlay_dir: str | os.PathLike[str] | None = None,
     progress: bool = False,
-) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+) -> ImageRun:
     """Call `work` for each image, and draw the masks it returns on the image into `overlay_dir`.
 
-    Returns the SA-1B records of the images done (with `"overlay"`, the file written, where there is one)
-    and `{"image", "error"}` for the others: an image that cannot be read, or whose work fails (an error
-    of ours, a failed overlay write, a PyTorch error such as running out of memory on a huge image), is
-    reported and skipped, never stopping the run. Overlays are named after the image (`x.jpg` -> `x.png`),
+    The records of the images done carry `"overlay"`, the file written, where there is one. An image that
+    cannot be read, or whose work fails (an error of ours, a failed overlay write, a PyTorch error such as
+    running out of memory on a huge image), is reported and skipped, never stopping the run; Ctrl-C stops
+    it and keeps what was done (`interrupted`). Overlays are named after the image (`x.jpg` -> `x.png`),
     made unique within the run (`a/x.jpg` and `b/x.png` give `x.png` and `x-2.png`).
     """
     from tqdm.auto import tqdm
 
     folder = None if overlay_dir is None else ensure_output_folder(overlay_dir)
     taken: set[str] = set()
-    records, errors = [], []
-    for raw in tqdm(paths, unit=" images", disable=not progress, leave=False):
-        path = Path(raw)
-        try:
-            image = load_image_array(path)
-            annotations, masks, labels = work(path, image)
-            record = sa1b(str(path), image.shape[:2], annotations)
-            if folder is not None:
-                name = _unique(path.stem, taken)
-                save_image(overlay(image, masks, labels), folder / name)
-                record["overlay"] = str(folder / name)
-        except (AlignSamError, OSError, RuntimeError, MemoryError) as err:
-            message = str(err) if isinstance(err, AlignSamError) else f"{type(err).__name__}: {err}"
-            errors.append({"image": str(path), "error": message})
-            continue
-        records.append(record)
-    return records, errors
+    run = ImageRun([], [])
+    try:
+        for raw in tqdm(paths, unit=" images", disable=not progress, leave=False):
+            path = Path(raw)
+            try:
+                image = load_image_array(path)
+                annotations, masks, labels = work(path, image)
+                record = sa1b(str(path), image.shape[:2], annotations)
+                if folder is not None:
+                    name = _unique(path.stem, taken)
+                    save_image(overlay(image, masks, labels), folder / name)
+                    record["overlay"] = str(folder / name)
+            except (AlignSamError, OSError, RuntimeError, MemoryError) as err:
+                message = str(err) if isinstance(err, AlignSamError) else f"{type(err).__name__}: {err}"
+                run.errors.append({"image": str(path), "error": message})
+                continue
+            run.records.append(record)
+    except KeyboardInterrupt:
+        run.interrupted = True
+    return run
 
 
 def _unique(stem: str, taken: set[str]) -> str:
