@@ -161,7 +161,7 @@ class Service:
         image = self._image(body.get("image"))
         predictor = SamPredictor(self.sam, fast=self.fast)
         predictor.set_image(image)
-        points = [p if isinstance(p, list) and len(p) != 2 else [*p, 1] for p in _lists(body, "points")]
+        points = [[*p, 1] if len(p) == 2 else p for p in _lists(body, "points")]  # [x, y]: on the object
         multimask = body.get("multimask")
         if multimask is not None and not isinstance(multimask, bool):
             raise InputError(f"'multimask' must be true, false or null, got {multimask!r}.")

@@ -61,3 +61,21 @@ def test_classifier_ensembles_templates(encoder):
         resolve_templates(["a {} and a {}"])
     with pytest.raises(InputError, match="Unknown template set"):
         resolve_templates("fancy")
+
+
+def test_the_classifier_cache_writes_whole_files_and_reads_them_back(encoder, tmp_path, monkeypatch):
+    from alignsam.tools.cache import cached_classifier
+
+    monkeypatch.setenv("ALIGNSAM_CACHE", str(tmp_path / "cache"))
+    first = cached_classifier(encoder, ["cat", "dog"])
+    files = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    assert len(files) == 1 and files[0].startswith("classifier-") and files[0].endswith(".npy")  # no temp left
+    assert torch.equal(first, encoder.classifier(["cat", "dog"], "photo"))
+    calls = []
+    monkeypatch.setattr(encoder, "classifier", lambda *a: calls.append(a))
+    assert torch.equal(cached_classifier(encoder, ["cat", "dog"]), first) and not calls  # read, not recomputed
+    monkeypatch.undo()
+    # a cache place that cannot be written (a file) is no error: the classifier is still returned
+    (tmp_path / "blocked").write_text("x")
+    monkeypatch.setenv("ALIGNSAM_CACHE", str(tmp_path / "blocked"))
+    assert torch.equal(cached_classifier(encoder, ["cat", "dog"]), first)

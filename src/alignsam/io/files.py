@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -71,15 +72,25 @@ def ensure_output_folder(path: str | os.PathLike[str]) -> Path:
     return out
 
 
-def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
-    """Write `text` (UTF-8) to `path` through a temporary file beside it, so that a failed write leaves any
-    earlier file whole; an `OutputError` naming the file if it cannot be written."""
+def write_atomic(path: str | os.PathLike[str], write: Callable[[Path], object]) -> Path:
+    """`write(temporary path)`, then rename the file to `path`: readers, and a run that fails or is killed
+    midway, never see half a file, and any earlier file stays whole until the new one is complete. The
+    temporary file sits beside `path` under a hidden, unique name (concurrent writers do not collide) and
+    is removed on failure. An `OutputError` naming `path` if it cannot be written (OSError, ValueError)."""
     out = check_output_file(path)
-    partial = out.with_name(f".{out.name}.partial")
+    fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial")
+    os.close(fd)
+    partial = Path(name)
     try:
-        partial.write_text(text, encoding="utf-8")
+        write(partial)
         os.replace(partial, out)
-    except OSError as err:
+    except (OSError, ValueError) as err:
         raise OutputError(f"Cannot write '{out}': {err}") from err
     finally:
         partial.unlink(missing_ok=True)
+    return out
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """Write `text` (UTF-8) to `path` through `write_atomic`."""
+    write_atomic(path, lambda partial: partial.write_text(text, encoding="utf-8"))

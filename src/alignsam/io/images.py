@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from alignsam.errors import ImageError, OutputError
-from alignsam.io.files import check_output_file
+from alignsam.io.files import check_output_file, write_atomic
 
 ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]  # noqa: UP007 (runtime alias, py3.10)
 
@@ -168,15 +168,8 @@ def check_image_output(path: str | os.PathLike[str]) -> Path:
 
 
 def save_image(image: Image.Image, path: str | os.PathLike[str]) -> Path:
-    """Save `image` in the format its suffix names, through a temporary file so that a failed write leaves
-    any earlier file whole; an `OutputError` naming the file if it cannot be written."""
+    """Save `image` in the format its suffix names, through `write_atomic` (any earlier file stays whole if
+    the write fails); an `OutputError` naming the file if it cannot be written."""
     out = check_image_output(path)
-    partial = out.with_name(f".{out.name}.partial")
-    try:
-        image.save(partial, format=Image.registered_extensions()[out.suffix.lower()])
-        os.replace(partial, out)
-    except (OSError, ValueError) as err:
-        raise OutputError(f"Cannot write the image '{out}': {err}") from err
-    finally:
-        partial.unlink(missing_ok=True)
-    return out
+    image_format = Image.registered_extensions()[out.suffix.lower()]
+    return write_atomic(out, lambda partial: image.save(partial, format=image_format))

@@ -7,9 +7,9 @@ fingerprint of the model's text weights and by the exact prompt texts. `ALIGNSAM
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from alignsam.align.model import AlignModel
+from alignsam.io.files import write_atomic
 from alignsam.tools.encoder import Encoder
 
 
@@ -60,11 +61,12 @@ def cached_classifier(
         except (OSError, ValueError):
             pass  # unreadable: recompute and overwrite
     result = encoder.classifier(labels, forms)
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=root, suffix=".npy", delete=False) as f:
+
+    def write(partial: Path) -> None:
+        with open(partial, "wb") as f:
             np.save(f, result.numpy())
-        os.replace(f.name, path)  # atomic: concurrent runs never read half a file
-    except OSError:
-        pass  # a read-only home is not an error; the cache is only an optimisation
+
+    # a read-only home is not an error (OutputError is an OSError); the cache is only an optimisation
+    with contextlib.suppress(OSError):
+        write_atomic(path, write)  # concurrent runs never read half a file
     return result

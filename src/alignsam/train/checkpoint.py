@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from alignsam.errors import CheckpointError, ConfigError
+from alignsam.io.files import write_atomic
 
 VERSION = 1
 _NAME = re.compile(r"^step-(\d+)\.pt$")
@@ -64,10 +65,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def save_checkpoint(path: Path, payload: dict[str, Any], keep: int | None = None) -> Path:
     """Write `payload` (see the module docstring) atomically; then keep only the newest `keep` checkpoints."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".pt.tmp")
-    torch.save({"version": VERSION, **payload}, tmp)
-    os.replace(tmp, path)
+    write_atomic(path, lambda partial: torch.save({"version": VERSION, **payload}, partial))
     if keep is not None:
         for old in list_checkpoints(path.parent.parent)[:-keep]:
             old.unlink(missing_ok=True)
