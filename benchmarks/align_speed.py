@@ -27,8 +27,8 @@ import torch
 
 from alignsam import AlignModel
 from alignsam.align import AlignConfig, AlignTextConfig, AlignVisionConfig, align_base
-from alignsam.align.inference import prepare_align
-from alignsam.inference import PLAIN, FastPath
+from alignsam.align.fast import prepare_align
+from alignsam.fast import PLAIN, FastPath
 from benchmarks.common import Timing, interleaved, machine
 from tests.align.conftest import conditioned_align, varied_images
 

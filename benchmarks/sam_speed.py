@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from alignsam.inference import FastPath
+from alignsam.fast import FastPath
 from alignsam.sam import SamAutomaticMaskGenerator, SamConfig, SamModel, SamPredictor
 from alignsam.sam.amg import batched_nms
 from tests.sam.sam_testing import AMG_THRESHOLDS, import_official, region_masks_pair

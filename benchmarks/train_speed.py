@@ -26,7 +26,7 @@ import torch
 
 from alignsam import AlignModel
 from alignsam.align import align_base
-from alignsam.train.trainer import DualEncoder, contrastive_step
+from alignsam.train.align.trainer import DualEncoder, contrastive_step
 from benchmarks.align_speed import prompts, quick_config
 from benchmarks.common import interleaved, machine
 

@@ -229,13 +229,21 @@ def test_offline_and_uncached_is_one_clear_sentence(tmp_path, monkeypatch):
 def test_recommended_settings_read_folders_and_the_hub_cache_never_the_network(tmp_path, monkeypatch):
     import json
 
-    from alignsam.io import hub
+    from alignsam.io import hub, resolve
 
     (tmp_path / "regions.json").write_text(json.dumps({"context": 3.0, "other": 1}))
-    assert hub.recommended_settings(tmp_path, "regions.json", {"context"}) == {"context": 3.0}
-    assert hub.recommended_settings(tmp_path, "amg.json", {"context"}) == {}  # no such file: nothing
-    assert hub.recommended_settings(tmp_path / "regions.json", "regions.json", {"context"}) == {}  # a file, no folder
-    assert hub.recommended_settings(tmp_path / "missing" / "x.pth", "regions.json", {"context"}) == {}
+    (tmp_path / "x.pth").write_bytes(b"")
+
+    def settings(ref):
+        return resolve.recommended(ref, "align", "regions.json", {"context"})
+
+    assert settings(tmp_path) == {"context": 3.0}
+    assert resolve.recommended(tmp_path, "align", "amg.json", {"context"}) == {}  # no such file: nothing
+    assert settings(tmp_path / "x.pth") == {}  # a weights file given directly has no folder of settings
+    assert settings(tmp_path / "missing" / "x.pth") == {}  # does not resolve: the loader reports it
+    assert settings("demo") == {
+        "context": 3.0,
+    }  # the bundled demo ALIGN's own file
 
     def no_network(*args, **kwargs):
         raise AssertionError("an optional settings file must not be downloaded")
@@ -243,9 +251,9 @@ def test_recommended_settings_read_folders_and_the_hub_cache_never_the_network(t
     monkeypatch.setattr(hub, "_download", no_network)
     monkeypatch.setattr(hub, "_hub_unreachable_reason", lambda: None)  # as if the hub were reachable
     cached = {("org/model", "regions.json"): tmp_path / "regions.json"}
-    monkeypatch.setattr(hub, "_from_cache", lambda repo, name, revision, cache_dir: cached.get((repo, name)))
-    assert hub.recommended_settings("org/model", "regions.json", {"context"}) == {"context": 3.0}
-    assert hub.recommended_settings("org/other", "regions.json", {"context"}) == {}
+    monkeypatch.setattr(resolve, "from_cache", lambda repo, name, revision, cache_dir: cached.get((repo, name)))
+    assert settings("org/model") == {"context": 3.0}
+    assert settings("org/other") == {}
 
 
 def test_output_files_are_checked_early_and_written_whole(tmp_path, monkeypatch):

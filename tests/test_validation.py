@@ -9,11 +9,11 @@ from typing import Literal
 import numpy as np
 import pytest
 
-from alignsam.align.config import AlignTextConfig, AlignVisionConfig
+from alignsam.align.modeling.config import AlignTextConfig, AlignVisionConfig
 from alignsam.errors import ConfigError, InputError
-from alignsam.finetune.config import FinetuneConfig
-from alignsam.sam.config import ImageEncoderConfig, MaskDecoderConfig
-from alignsam.train.config import OptimConfig
+from alignsam.sam.modeling.config import ImageEncoderConfig, MaskDecoderConfig
+from alignsam.train.align.config import OptimConfig
+from alignsam.train.sam.config import FinetuneConfig
 from alignsam.validation import check_choice, check_count, check_number, check_numbers, require
 
 

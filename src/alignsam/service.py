@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from alignsam.errors import AlignSamError, InputError
-from alignsam.inference import FastPath
+from alignsam.fast import FastPath
 from alignsam.io.images import load_image_array
 from alignsam.validation import check_count, check_number
 
@@ -79,9 +79,9 @@ class Service:
     @property
     def sam(self) -> Any:
         if self._sam is None:
-            from alignsam.tools.masks import load_sam
+            from alignsam.sam.modeling.sam import SamModel
 
-            self._sam = load_sam(self.sam_ref, device=self.device)
+            self._sam = SamModel.from_pretrained(self.sam_ref, device=self.device)
         return self._sam
 
     # --- requests -------------------------------------------------------------------------------------
@@ -140,8 +140,8 @@ class Service:
         return similarity(self.encoder, rows, cols).to_dict()
 
     def tag(self, body: dict[str, Any]) -> dict[str, Any]:
-        from alignsam.data import load_tags
         from alignsam.tools.tag import TagPolicy, tag
+        from alignsam.tools.vocabulary import load_tags
 
         groups = body.get("groups")
         if groups is not None and not isinstance(groups, str):
@@ -172,12 +172,12 @@ class Service:
         return sa1b("image", image.shape[:2], annotations)
 
     def masks(self, body: dict[str, Any]) -> dict[str, Any]:
-        from alignsam.sam.automatic import SamAutomaticMaskGenerator
-        from alignsam.tools.masks import automatic_masks, recommended_amg, sa1b
+        from alignsam.sam.automatic import AmgConfig, SamAutomaticMaskGenerator
+        from alignsam.tools.masks import automatic_masks, sa1b
 
         image = self._image(body.get("image"))
-        options = {**recommended_amg(self.sam_ref), **{k: body[k] for k in _AMG_KEYS if k in body}}
-        generator = SamAutomaticMaskGenerator(self.sam, fast=self.fast, **options)
+        config = AmgConfig.for_model(self.sam).replace(**{k: body[k] for k in _AMG_KEYS if k in body})
+        generator = SamAutomaticMaskGenerator(self.sam, config=config, fast=self.fast)
         found = automatic_masks(generator, image)
         return sa1b("image", image.shape[:2], [m.annotation(i) for i, m in enumerate(found)])
 

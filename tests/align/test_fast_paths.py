@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from alignsam.align import AlignConfig, AlignModel, AlignTextConfig, AlignVisionConfig, align_base
-from alignsam.align.fused import FusedEfficientNet
-from alignsam.align.inference import prepare_align
-from alignsam.inference import PLAIN, FastPath, OneDNNMatmul
+from alignsam.align.fast import prepare_align
+from alignsam.align.fast.efficientnet import FusedEfficientNet
+from alignsam.fast import PLAIN, FastPath, OneDNNMatmul
 
 from .conftest import conditioned_align, varied_images
 

@@ -9,7 +9,7 @@ import torch
 
 from alignsam import AlignConfig, AlignModel, AlignTextConfig, AlignVisionConfig
 from alignsam.align import align_base, align_loss, convert
-from alignsam.align.efficientnet import block_schedule
+from alignsam.align.modeling.efficientnet import block_schedule
 from alignsam.errors import ConfigError, InputError
 
 

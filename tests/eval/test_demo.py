@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from alignsam.align.load import load_align, resolve_align
+from alignsam import AlignModel, AlignProcessor, presets
 from alignsam.cli import main as cli_main
 from alignsam.eval import synthetic_benchmark
 from alignsam.tools import Encoder
@@ -18,12 +18,12 @@ from alignsam.tools import Encoder
 
 @pytest.fixture(scope="module")
 def encoder() -> Encoder:
-    model, processor = load_align("demo")
+    model, processor = AlignModel.from_pretrained("demo"), AlignProcessor.from_pretrained("demo")
     return Encoder(model, processor, batch_size=128, workers=2)
 
 
 def test_demo_weights_are_small_and_load_in_transformers_layout():
-    folder = resolve_align("demo")
+    folder = presets.bundled_folder("align", "demo")
     assert (folder / "model.safetensors").stat().st_size <= 20 * 2**20
     names = {p.name for p in folder.iterdir()}
     assert {"config.json", "model.safetensors", "preprocessor_config.json", "tokenizer.json", "vocab.txt"} <= names

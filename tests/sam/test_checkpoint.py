@@ -13,8 +13,8 @@ import alignsam
 from alignsam.errors import CheckpointError, ConfigError, ModelNotFoundError
 from alignsam.io import save_safetensors
 from alignsam.sam import SamModel, sam_model_registry
-from alignsam.sam.config import SAM_PRESETS
 from alignsam.sam.convert import detect_layout, hf_to_alignsam, infer_config, official_to_alignsam
+from alignsam.sam.modeling.config import SAM_PRESETS
 from tests.sam.sam_testing import official_from_config, randomize_, tiny_config
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from alignsam.inference import PLAIN, FastPath
+from alignsam.fast import PLAIN, FastPath
 from alignsam.sam import SamModel, SamPredictor
 from tests.sam.sam_testing import make_masks_follow_the_image_, randomize_, tiny_config
 
@@ -84,12 +84,12 @@ def test_large_attention_on_onednn_is_close_and_steps_aside(monkeypatch):
     small, float32 and gradient-needing calls are left to PyTorch's kernel."""
     import torch.nn.functional as F
 
-    import alignsam.inference
-    from alignsam.inference import BIG_ATTENTION, OneDNNMatmul
+    import alignsam.fast
+    from alignsam.fast import BIG_ATTENTION, OneDNNMatmul
 
     taken = []
-    own = alignsam.inference._large_attention
-    monkeypatch.setattr(alignsam.inference, "_large_attention", lambda *a, **k: taken.append(own(*a, **k)) or taken[-1])
+    own = alignsam.fast._large_attention
+    monkeypatch.setattr(alignsam.fast, "_large_attention", lambda *a, **k: taken.append(own(*a, **k)) or taken[-1])
     torch.manual_seed(0)
     b, h, n, m = 1, 3, 256, BIG_ATTENTION // 256
     q, k, v = (torch.randn(b, h, n, 64) * 2).bfloat16(), torch.randn(b, h, m, 64).bfloat16(), torch.randn(b, h, m, 64)
@@ -120,7 +120,7 @@ def test_vit_b_bf16_onednn_attention_costs_no_mask_accuracy(sample_photo, monkey
     IoU 0.930, oneDNN's 0.936; on transformers-initialised weights the benchmark measures 1.000 for both);
     forced onto every attention of the tiny model, bfloat16 scores moved one of nine masks to IoU 0.958,
     so the path is kept for large problems, where it pays."""
-    import alignsam.inference
+    import alignsam.fast
     from alignsam.sam import sam_vit_b
 
     model = _model(sam_vit_b())
@@ -129,14 +129,14 @@ def test_vit_b_bf16_onednn_attention_costs_no_mask_accuracy(sample_photo, monkey
     bf16 = FastPath(precision="bf16", fold_batchnorm=False, channels_last=False)
 
     def ious(big: int) -> np.ndarray:
-        monkeypatch.setattr(alignsam.inference, "BIG_ATTENTION", big)
+        monkeypatch.setattr(alignsam.fast, "BIG_ATTENTION", big)
         fast = _masks(model, image, bf16)
         pairs = [(a, b) for r, f in zip(ref, fast, strict=True) for a, b in zip(r.masks, f.masks, strict=True)]
         return np.array([_iou(a, b) for a, b in pairs])
 
     taken = []
-    own = alignsam.inference._large_attention
-    monkeypatch.setattr(alignsam.inference, "_large_attention", lambda *a, **k: taken.append(own(*a, **k)) or taken[-1])
+    own = alignsam.fast._large_attention
+    monkeypatch.setattr(alignsam.fast, "_large_attention", lambda *a, **k: taken.append(own(*a, **k)) or taken[-1])
     flash = ious(1 << 62)
     assert not any(t is not None for t in taken)
     onednn = ious(1 << 20)

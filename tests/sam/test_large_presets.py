@@ -11,8 +11,8 @@ import torch
 
 from alignsam.errors import CheckpointError
 from alignsam.sam import sam_model_registry
-from alignsam.sam.config import SAM_PRESETS
 from alignsam.sam.convert import official_to_alignsam
+from alignsam.sam.modeling.config import SAM_PRESETS
 
 pytestmark = pytest.mark.slow
 

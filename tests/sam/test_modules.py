@@ -10,10 +10,16 @@ import torch
 from alignsam.errors import ConfigError, InputError, PromptError
 from alignsam.io import load_weights_into
 from alignsam.layers import set_attention_impl
-from alignsam.sam import ImageEncoderConfig, MaskDecoderConfig, SamConfig, SamModel, image_encoder
-from alignsam.sam.config import SAM_PRESETS
+from alignsam.sam import ImageEncoderConfig, MaskDecoderConfig, SamConfig, SamModel
 from alignsam.sam.convert import official_to_alignsam
-from alignsam.sam.image_encoder import decomposed_rel_pos, rel_pos_attention, window_partition, window_unpartition
+from alignsam.sam.modeling import image_encoder
+from alignsam.sam.modeling.config import SAM_PRESETS
+from alignsam.sam.modeling.image_encoder import (
+    decomposed_rel_pos,
+    rel_pos_attention,
+    window_partition,
+    window_unpartition,
+)
 from tests.sam.sam_testing import official_from_config, randomize_, tiny_config
 
 

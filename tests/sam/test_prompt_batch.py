@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-import alignsam.sam.prompt_batch as prompt_batch
+import alignsam.sam.fast.mask_decoder as prompt_batch
 from alignsam.errors import InputError
-from alignsam.inference import PLAIN, FastPath
+from alignsam.fast import PLAIN, FastPath
 from alignsam.sam import SamModel, SamPredictor, sam_vit_b
 from alignsam.sam.amg import MaskData
-from alignsam.sam.prompt_batch import decode_prompt_batch
+from alignsam.sam.fast.mask_decoder import decode_prompt_batch
 from tests.sam.sam_testing import randomize_, tiny_config
 
 LOGITS, IOUS = 1e-4, 1e-5

@@ -275,7 +275,7 @@ def test_commands_as_subprocesses(tiny_align_dir, image_folder):
 
 
 def test_tag_with_built_in_vocabulary_groups(capsys, tiny_align_dir, image_folder):
-    from alignsam.data import load_tags
+    from alignsam.tools.vocabulary import load_tags
 
     model = ["--model", str(tiny_align_dir), "-q"]
     image = str(image_folder / "photo_0.jpg")

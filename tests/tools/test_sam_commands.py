@@ -13,7 +13,7 @@ from PIL import Image
 
 from alignsam.io.rle import decode_rle
 from alignsam.sam import SamModel
-from alignsam.tools.regions import CropStyle, prepare_crop
+from alignsam.tools.mask_labels import CropStyle, prepare_crop
 from tests.sam.sam_testing import tiny_config
 
 from .test_align_commands import run_cli, run_subprocess
@@ -230,7 +230,7 @@ def test_a_models_regions_json_sets_the_crops(capsys, tiny_align_dir, tiny_sam_d
 
     from alignsam.errors import InputError
     from alignsam.tools import Encoder
-    from alignsam.tools.regions import crop_style
+    from alignsam.tools.mask_labels import crop_style
 
     folder = tmp_path / "align-with-settings"
     shutil.copytree(tiny_align_dir, folder)

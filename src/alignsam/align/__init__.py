@@ -1,8 +1,6 @@
 """ALIGN: EfficientNet + BERT dual encoder, checkpoint-compatible with `kakaobrain/align-base`."""
 
-from alignsam.align.config import AlignConfig, AlignTextConfig, AlignVisionConfig
-from alignsam.align.loss import align_loss, contrastive_loss
-from alignsam.align.model import (
+from alignsam.align.modeling.align import (
     AlignModel,
     AlignOutput,
     AlignTextModel,
@@ -10,7 +8,8 @@ from alignsam.align.model import (
     AlignVisionModel,
     AlignVisionModelOutput,
 )
-from alignsam.align.presets import PRESETS, align_base
+from alignsam.align.modeling.config import PRESETS, AlignConfig, AlignTextConfig, AlignVisionConfig, align_base
+from alignsam.align.modeling.loss import align_loss, contrastive_loss
 from alignsam.align.processing import AlignImageProcessor, AlignProcessor, AlignTokenizer, BatchFeature
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""Reading and writing ALIGN checkpoints in Hugging Face's layout (a hub id or a local folder).
+"""Reading and writing ALIGN checkpoints in Hugging Face's layout (a hub id, a local folder, a bundled model).
 
 A folder holds `config.json` and the weights: `model.safetensors` (transformers 5, preferred), a sharded
 `model.safetensors.index.json`, or `pytorch_model.bin` (the hub's align-base; read with `weights_only=True`).
@@ -16,8 +16,9 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from alignsam.io.files import read_json_object
-from alignsam.io.hub import CacheDir, resolve_first
+from alignsam.io.files import read_json_object, write_settings
+from alignsam.io.hub import CacheDir
+from alignsam.io.resolve import ModelSource, Ref, resolve_model
 from alignsam.io.weights import build_on_meta, load_state_dict, load_weights_into, save_safetensors
 
 WEIGHT_FILES = (
@@ -34,14 +35,19 @@ M = TypeVar("M", bound=nn.Module)
 StateDict = dict[str, torch.Tensor]
 
 
-def read_config(ref: str | os.PathLike[str], revision: str | None, cache_dir: CacheDir) -> dict[str, Any]:
-    path = resolve_first(ref, ["config.json"], revision=revision, cache_dir=cache_dir)
+def resolve(ref: Ref | ModelSource, revision: str | None = None, cache_dir: CacheDir = None) -> ModelSource:
+    """`ref` as an ALIGN model (see `alignsam.io.resolve.resolve_model`)."""
+    return resolve_model(ref, "align", revision=revision, cache_dir=cache_dir)
+
+
+def read_config(source: ModelSource) -> dict[str, Any]:
+    path = source.find(["config.json"])
     assert path is not None
     return read_json_object(path)
 
 
-def read_weights(ref: str | os.PathLike[str], revision: str | None, cache_dir: CacheDir) -> StateDict:
-    path = resolve_first(ref, WEIGHT_FILES, revision=revision, cache_dir=cache_dir)
+def read_weights(source: ModelSource) -> StateDict:
+    path = source.find(WEIGHT_FILES)
     assert path is not None
     return load_state_dict(path)
 
@@ -71,12 +77,23 @@ def load_pretrained(
 
 
 def write_pretrained(
-    directory: str | os.PathLike[str], config: dict[str, Any], architecture: str, state_dict: StateDict
+    directory: str | os.PathLike[str],
+    config: dict[str, Any],
+    architecture: str,
+    state_dict: StateDict,
+    recommended: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Path:
-    """Write `config.json` and `model.safetensors` (Hugging Face names) into `directory`."""
+    """Write `config.json`, `model.safetensors` (Hugging Face names) and the recommended-settings files into
+    `directory`."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     config = {"architectures": [architecture], **config}
     (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     save_safetensors(state_dict, out / "model.safetensors")
+    write_settings(out, recommended or {})
     return out
+
+
+RECOMMENDED_FILES = ("regions.json",)
+"""Settings files an ALIGN folder may hold beside its weights (`regions.json`: how mask crops are shown to the
+model when labelling masks; the demo ALIGN has one)."""

@@ -25,8 +25,9 @@ from PIL import Image
 
 from alignsam.errors import CheckpointError, InputError
 from alignsam.io.files import read_json_object
-from alignsam.io.hub import CacheDir, resolve_first
+from alignsam.io.hub import CacheDir
 from alignsam.io.images import ImageInput, load_image
+from alignsam.io.resolve import ModelSource, Ref, resolve_model
 
 Padding = bool | Literal["longest", "max_length", "do_not_pad"]
 TensorType = Literal["pt", "np"] | None
@@ -153,12 +154,11 @@ class AlignImageProcessor:
 
     @classmethod
     def from_pretrained(
-        cls, ref: str | os.PathLike[str], *, revision: str | None = None, cache_dir: CacheDir = None
+        cls, ref: Ref | ModelSource, *, revision: str | None = None, cache_dir: CacheDir = None
     ) -> AlignImageProcessor:
         """From `preprocessor_config.json` (hub layout) or `processor_config.json` (transformers 5 layout)."""
-        path = resolve_first(
-            ref, ["preprocessor_config.json", "processor_config.json"], revision=revision, cache_dir=cache_dir
-        )
+        source = resolve_model(ref, "align", revision=revision, cache_dir=cache_dir)
+        path = source.find(["preprocessor_config.json", "processor_config.json"])
         assert path is not None
         data = read_json_object(path)
         if path.name == "processor_config.json":
@@ -251,19 +251,20 @@ class AlignTokenizer:
 
     @classmethod
     def from_pretrained(
-        cls, ref: str | os.PathLike[str], *, revision: str | None = None, cache_dir: CacheDir = None
+        cls, ref: Ref | ModelSource, *, revision: str | None = None, cache_dir: CacheDir = None
     ) -> AlignTokenizer:
         """From `tokenizer.json` (transformers 5 layout) or `vocab.txt` + `tokenizer_config.json` (hub layout)."""
         from tokenizers import Tokenizer
 
-        cfg_path = resolve_first(ref, ["tokenizer_config.json"], required=False, revision=revision, cache_dir=cache_dir)
+        source = resolve_model(ref, "align", revision=revision, cache_dir=cache_dir)
+        cfg_path = source.find(["tokenizer_config.json"], required=False)
         cfg = read_json_object(cfg_path) if cfg_path is not None else {}
         max_len = cfg.get("model_max_length", 512)
         max_len = 512 if not isinstance(max_len, int) or max_len > 1_000_000 else max_len
         pad = cfg.get("pad_token", "[PAD]")
         pad = pad.get("content", "[PAD]") if isinstance(pad, dict) else pad
         lower = bool(cfg.get("do_lower_case", True))
-        path = resolve_first(ref, ["tokenizer.json", "vocab.txt"], revision=revision, cache_dir=cache_dir)
+        path = source.find(["tokenizer.json", "vocab.txt"])
         assert path is not None
         if path.name == "tokenizer.json":
             try:
@@ -387,13 +388,11 @@ class AlignProcessor:
 
     @classmethod
     def from_pretrained(
-        cls, ref: str | os.PathLike[str], *, revision: str | None = None, cache_dir: CacheDir = None
+        cls, ref: Ref | ModelSource, *, revision: str | None = None, cache_dir: CacheDir = None
     ) -> AlignProcessor:
         """From a hub id or folder in either layout (see `AlignImageProcessor` and `AlignTokenizer`)."""
-        return cls(
-            AlignImageProcessor.from_pretrained(ref, revision=revision, cache_dir=cache_dir),
-            AlignTokenizer.from_pretrained(ref, revision=revision, cache_dir=cache_dir),
-        )
+        source = resolve_model(ref, "align", revision=revision, cache_dir=cache_dir)
+        return cls(AlignImageProcessor.from_pretrained(source), AlignTokenizer.from_pretrained(source))
 
     def save_pretrained(self, directory: str | os.PathLike[str]) -> None:
         out = Path(directory)

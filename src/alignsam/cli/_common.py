@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from alignsam.tools.encoder import Encoder
 
-DEFAULT_ALIGN = "kakaobrain/align-base"
-DEFAULT_SAM = "facebook/sam-vit-base"
+from alignsam.presets import DEFAULT_MODELS
+
+DEFAULT_ALIGN = DEFAULT_MODELS["align"]
+DEFAULT_SAM = DEFAULT_MODELS["sam"]
 
 
 def add_output_args(p: argparse.ArgumentParser) -> None:
@@ -52,63 +54,58 @@ def add_sam_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-# The official SamAutomaticMaskGenerator defaults; a model folder's amg.json may recommend others.
-AMG_DEFAULTS: dict[str, float | int] = {
-    "points_per_side": 32,
-    "points_per_batch": 64,
-    "pred_iou_thresh": 0.88,
-    "stability_score_thresh": 0.95,
-    "box_nms_thresh": 0.7,
-    "crop_n_layers": 0,
-    "min_mask_region_area": 0,
+_AMG_HELP = {
+    "points_per_side": "grid of N x N points",
+    "points_per_batch": "points per decoder batch",
+    "pred_iou_thresh": "predicted IoU filter",
+    "stability_score_thresh": "stability filter",
+    "stability_score_offset": "logit offset of the stability score",
+    "box_nms_thresh": "box NMS IoU within a crop",
+    "crop_n_layers": "layers of image crops",
+    "crop_nms_thresh": "box NMS IoU between crops",
+    "crop_overlap_ratio": "overlap of neighbouring crops",
+    "crop_n_points_downscale_factor": "points per side shrink by this per crop layer",
+    "min_mask_region_area": "clean regions smaller than this (px)",
 }
 
 
 def add_amg_args(p: argparse.ArgumentParser) -> None:
-    """The automatic mask generator's parameters. Unset options take the model's recommendation (an
-    `amg.json` beside its weights, as the bundled demo has), else the official defaults."""
+    """The automatic mask generator's parameters (`alignsam.sam.AmgConfig`). Unset options take the model's
+    recommendation (an `amg.json` beside its weights, as the bundled demo has), else the official defaults."""
+    from alignsam.sam.automatic import AmgConfig
+
     g = p.add_argument_group(
         "automatic masks (official SamAutomaticMaskGenerator parameters; a model's amg.json, if any, "
         "replaces the defaults shown)"
     )
-    helps = {
-        "points_per_side": "grid of N x N points",
-        "points_per_batch": "points per decoder batch",
-        "pred_iou_thresh": "predicted IoU filter",
-        "stability_score_thresh": "stability filter",
-        "box_nms_thresh": "box NMS IoU",
-        "crop_n_layers": "layers of image crops",
-        "min_mask_region_area": "clean regions smaller than this (px)",
-    }
-    for name, default in AMG_DEFAULTS.items():
+    defaults = AmgConfig()
+    for name, help_text in _AMG_HELP.items():
+        default = getattr(defaults, name)
         kind = int if isinstance(default, int) else float
         flag = "--" + name.replace("_", "-")
         g.add_argument(
-            flag, type=kind, default=None, metavar="N" if kind is int else "T", help=f"{helps[name]} ({default})"
+            flag, type=kind, default=None, metavar="N" if kind is int else "T", help=f"{help_text} ({default:g})"
         )
 
 
-def amg_options(args: argparse.Namespace) -> dict[str, Any]:
-    """Official defaults, then the model's amg.json, then the options given on the command line."""
-    from alignsam.tools.masks import recommended_amg
+def amg_options(args: argparse.Namespace, model: Any) -> Any:
+    """The `AmgConfig` of a run: the official defaults, then the model's amg.json, then the options given."""
+    from alignsam.sam.automatic import AmgConfig
 
-    options: dict[str, Any] = dict(AMG_DEFAULTS)
-    options.update(recommended_amg(args.sam_model))
-    options.update({k: getattr(args, k) for k in AMG_DEFAULTS if getattr(args, k) is not None})
-    return options
+    return AmgConfig.for_model(model).replace(**{k: getattr(args, k, None) for k in _AMG_HELP})
 
 
 def mask_generator(args: argparse.Namespace, model: Any) -> Any:
     from alignsam.sam.automatic import SamAutomaticMaskGenerator
 
-    return SamAutomaticMaskGenerator(model, fast=fast_path(args), **amg_options(args))
+    return SamAutomaticMaskGenerator(model, config=amg_options(args, model), fast=fast_path(args))
 
 
 def sam_model(args: argparse.Namespace) -> Any:
-    from alignsam.tools.masks import load_sam
+    from alignsam.sam.modeling.sam import SamModel
 
     setup(args)
-    return load_sam(args.sam_model, device=device(args))
+    return SamModel.from_pretrained(args.sam_model, device=device(args))
 
 
 def count(low: int = 1) -> Any:
@@ -163,7 +160,7 @@ def setup(args: argparse.Namespace) -> None:
 
 
 def fast_path(args: argparse.Namespace) -> Any:
-    from alignsam.inference import FastPath
+    from alignsam.fast import FastPath
 
     return FastPath(precision=args.precision, compile=args.compile)
 

@@ -59,12 +59,12 @@ def run(args: argparse.Namespace) -> int:
     import json
     import time
 
-    from alignsam.align.load import DEFAULT_MODEL
     from alignsam.eval import HELD_OUT_SEED, retrieval_file, synthetic_benchmark, zero_shot_folder
     from alignsam.io.files import write_text_atomic
+    from alignsam.presets import DEFAULT_MODELS
     from alignsam.tools import Encoder
 
-    model = args.model or ("demo" if args.task == "synthetic" else DEFAULT_MODEL)
+    model = args.model or ("demo" if args.task == "synthetic" else DEFAULT_MODELS["align"])
     encoder = Encoder.from_pretrained(
         model, device=args.device, batch_size=args.batch_size, workers=args.workers, progress=not args.no_progress
     )

@@ -40,9 +40,9 @@ def run(args: argparse.Namespace) -> int:
     from alignsam.errors import InputError
     from alignsam.io.images import load_image_array
     from alignsam.tools.files import list_images
+    from alignsam.tools.mask_labels import crop_style, find, region_query
     from alignsam.tools.masks import automatic_masks
     from alignsam.tools.pipeline import for_each_image
-    from alignsam.tools.regions import crop_style, find, region_query
     from alignsam.tools.templates import resolve_templates
 
     if args.ref_image and args.ref_box is None:

@@ -102,7 +102,7 @@ _LOSS |= {"binary_targets": "binary_targets"}
 def config_from_args(args: argparse.Namespace) -> Any:
     """The run's `FinetuneConfig`: `--config` (if given) with every option given on the command line on top."""
     from alignsam.errors import InputError
-    from alignsam.finetune.config import FinetuneConfig
+    from alignsam.train.sam.config import FinetuneConfig
 
     base: dict[str, Any] = FinetuneConfig.load(args.config).to_dict() if args.config else {}
     for name in _TOP:
@@ -133,15 +133,15 @@ def _eval_only(args: argparse.Namespace) -> int:
     import torch
 
     from alignsam.errors import InputError
-    from alignsam.finetune.data import open_dataset
-    from alignsam.finetune.evaluate import evaluate
-    from alignsam.finetune.models import load_model
+    from alignsam.sam import SamModel
+    from alignsam.train.sam.data import open_dataset
+    from alignsam.train.sam.evaluate import evaluate
 
     if not args.init or not args.val_data:
         raise InputError("--eval-only needs --init MODEL and --val-data PATH.")
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = load_model(args.init)
+    model = SamModel.from_pretrained(args.init, device="cpu")
     data = open_dataset(args.val_data, args.image_root)
     result = evaluate(
         model,
@@ -161,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
         return _eval_only(args)
     # Spinning OpenMP threads starve the other work on a shared CPU (see docs/training.md).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from alignsam.finetune.trainer import finetune
+    from alignsam.train.sam.trainer import finetune
 
     config = config_from_args(args)
     summary = finetune(config, resume=args.resume, progress=not args.quiet)

@@ -35,8 +35,8 @@ def add_crop_args(p: argparse.ArgumentParser) -> None:
 
 
 def vocabulary(args: argparse.Namespace) -> list[str]:
-    from alignsam.data import load_tags, read_tag_file
-    from alignsam.tools.regions import MASK_GROUPS
+    from alignsam.tools.mask_labels import MASK_GROUPS
+    from alignsam.tools.vocabulary import load_tags, read_tag_file
 
     if args.labels:
         return list(args.labels)
@@ -69,9 +69,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from alignsam.tools.files import list_images
+    from alignsam.tools.mask_labels import crop_style, label_masks
     from alignsam.tools.masks import automatic_masks
     from alignsam.tools.pipeline import for_each_image
-    from alignsam.tools.regions import crop_style, label_masks
 
     found = list_images(args.images)
     vocab = vocabulary(args)

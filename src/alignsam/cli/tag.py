@@ -45,10 +45,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from alignsam.data import load_tags, read_tag_file, tag_groups
     from alignsam.errors import InputError
     from alignsam.tools.files import list_images
     from alignsam.tools.tag import TagPolicy, tag, tune_threshold
+    from alignsam.tools.vocabulary import load_tags, read_tag_file, tag_groups
 
     if args.list_groups:
         c.emit(args, {group: len(tags) for group, tags in tag_groups().items()})

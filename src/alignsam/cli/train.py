@@ -5,7 +5,7 @@ Several (DDP):    torchrun --nproc-per-node 2 -m alignsam train --train-data ...
 Fine-tune:        alignsam train --init kakaobrain/align-base --train-data pairs.parquet --lr 1e-5 --out runs/ft
 Resume:           alignsam train --config runs/demo/train_config.json --resume auto
 
-Every setting defaults to `alignsam.train.TrainConfig`'s (ALIGN's recipe); `--config` starts from a saved
+Every setting defaults to `alignsam.train.align.TrainConfig`'s (ALIGN's recipe); `--config` starts from a saved
 `train_config.json` and the flags given override it. The result (a JSON summary) goes to stdout; progress,
 loss, samples per second and the count of skipped or filtered samples to stderr. See docs/training.md.
 """
@@ -18,7 +18,7 @@ from typing import Any
 
 def _rule(text: str) -> str:
     from alignsam.errors import ConfigError
-    from alignsam.train.data.filters import Rule
+    from alignsam.train.align.data.filters import Rule
 
     try:
         return str(Rule.parse(text))
@@ -208,7 +208,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
     import dataclasses
 
     from alignsam.errors import InputError
-    from alignsam.train import DataConfig, FilterConfig, TrainConfig
+    from alignsam.train.align import DataConfig, FilterConfig, TrainConfig
 
     if args.config:
         base = TrainConfig.load(args.config)
@@ -248,7 +248,7 @@ def run(args: argparse.Namespace) -> int:
     # OpenMP threads that spin while they wait collapse throughput when the cores are shared (DataLoader
     # workers, other jobs): 4x slower on a busy 2-core machine. Must be set before torch starts OpenMP.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from alignsam.train import train
+    from alignsam.train.align import train
 
     summary = train(config_from_args(args), resume=args.resume)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one summary

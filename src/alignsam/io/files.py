@@ -94,3 +94,10 @@ def write_atomic(path: str | os.PathLike[str], write: Callable[[Path], object]) 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
     """Write `text` (UTF-8) to `path` through `write_atomic`."""
     write_atomic(path, lambda partial: partial.write_text(text, encoding="utf-8"))
+
+
+def write_settings(directory: str | os.PathLike[str], settings: Mapping[str, Mapping[str, Any]]) -> None:
+    """Write each recommended-settings file (file name -> JSON object) into `directory`, as a model folder
+    holds them beside its weights (`alignsam.io.resolve.ModelSource.recommended` reads them back)."""
+    for name, values in settings.items():
+        write_text_atomic(Path(directory) / name, json.dumps(dict(values), indent=2) + "\n")

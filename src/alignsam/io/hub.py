@@ -10,13 +10,12 @@ from __future__ import annotations
 import os
 import re
 import socket
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlparse
 
-from alignsam.errors import AlignSamError, ModelNotFoundError
+from alignsam.errors import ModelNotFoundError
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
 _PATH_HINTS = (os.sep, "/", "\\", "~")
@@ -87,7 +86,7 @@ def resolve_first(
 
     repo_id = str(ref)
     for name in candidates:
-        cached = _from_cache(repo_id, name, revision, cache_dir)
+        cached = from_cache(repo_id, name, revision, cache_dir)
         if cached is not None:
             return cached
     reason = _hub_unreachable_reason()
@@ -104,27 +103,7 @@ def resolve_first(
     return None
 
 
-def recommended_settings(ref: str | os.PathLike[str], filename: str, allowed: Collection[str]) -> dict[str, Any]:
-    """The settings a model recommends in `filename` (a JSON object) beside its weights, keeping the keys in
-    `allowed`; {} when it has none. Local folders are read; hub repositories are looked up in the cache only
-    (the file is optional, so it never costs a download or an error). A weights file given directly has no
-    folder of settings."""
-    from alignsam.io.files import read_json_object
-
-    try:
-        local = resolve_path(ref)
-    except AlignSamError:
-        return {}
-    if local is None:  # a hub id: its cache only, never the network
-        path = _from_cache(str(ref), filename, None, None)
-    else:
-        path = local / filename if local.is_dir() else None
-    if path is None or not path.is_file():
-        return {}
-    return {k: v for k, v in read_json_object(path).items() if k in allowed}
-
-
-def _from_cache(repo_id: str, filename: str, revision: str | None, cache_dir: CacheDir) -> Path | None:
+def from_cache(repo_id: str, filename: str, revision: str | None, cache_dir: CacheDir) -> Path | None:
     from huggingface_hub import try_to_load_from_cache
 
     hit = try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir, revision=revision)

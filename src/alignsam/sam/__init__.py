@@ -10,7 +10,7 @@ masks, scores, logits = predictor.predict(point_coords=[[500, 375]], point_label
 
 from alignsam.sam.automatic import SamAutomaticMaskGenerator
 from alignsam.sam.build import build_sam, build_sam_vit_b, build_sam_vit_h, build_sam_vit_l, sam_model_registry
-from alignsam.sam.config import (
+from alignsam.sam.modeling.config import (
     SAM_PRESETS,
     ImageEncoderConfig,
     MaskDecoderConfig,
@@ -20,13 +20,13 @@ from alignsam.sam.config import (
     sam_vit_h,
     sam_vit_l,
 )
-from alignsam.sam.image_encoder import ImageEncoderViT
-from alignsam.sam.mask_decoder import MaskDecoder
-from alignsam.sam.model import SamModel, SamOutput
+from alignsam.sam.modeling.image_encoder import ImageEncoderViT
+from alignsam.sam.modeling.mask_decoder import MaskDecoder
+from alignsam.sam.modeling.prompt_encoder import PromptEncoder
+from alignsam.sam.modeling.sam import SamModel, SamOutput
+from alignsam.sam.modeling.transformer import TwoWayTransformer
 from alignsam.sam.predictor import Prediction, SamPredictor
-from alignsam.sam.prompt_encoder import PromptEncoder
 from alignsam.sam.prompts import mask_to_logits
-from alignsam.sam.transformer import TwoWayTransformer
 from alignsam.sam.transforms import ResizeLongestSide
 
 __all__ = [

@@ -6,7 +6,7 @@ Semantics follow the official `segment_anything/utils/amg.py`, without its optio
 - COCO RLE, compressed and uncompressed, comes from `alignsam.io.rle` (numpy), byte for byte what
   pycocotools' `frPyObjects` produces, so no pycocotools is needed. The official names are kept here.
 - Small regions are found with an 8-connected component labelling written in numpy
-  (`alignsam.sam.regions`), so no OpenCV is needed.
+  (`alignsam.sam.small_regions`), so no OpenCV is needed.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from alignsam.io.rle import Rle as Rle
 from alignsam.io.rle import compress_rle, decode_rle, decompress_rle, encode_uncompressed_rle, rle_area
 
 # Re-exported: the official amg module holds these too.
-from alignsam.sam.regions import connected_components as connected_components
-from alignsam.sam.regions import remove_small_regions as remove_small_regions
+from alignsam.sam.small_regions import connected_components as connected_components
+from alignsam.sam.small_regions import remove_small_regions as remove_small_regions
 
 
 class MaskData:

@@ -12,13 +12,14 @@ Nothing beyond torch and numpy is needed: NMS, COCO RLE strings and the small-re
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import dataclasses
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
 
 from alignsam.errors import InputError
-from alignsam.inference import FastPath
+from alignsam.fast import FastPath
 from alignsam.io.images import DEFAULT_MAX_PIXELS, ImageInput, load_image_array
 from alignsam.sam.amg import (
     MaskData,
@@ -40,7 +41,7 @@ from alignsam.sam.amg import (
     uncrop_masks,
     uncrop_points,
 )
-from alignsam.sam.model import SamModel
+from alignsam.sam.modeling.sam import SamModel
 from alignsam.sam.predictor import SamPredictor
 from alignsam.validation import check_count, check_number
 
@@ -49,92 +50,162 @@ POSTPROCESS_CHUNK = 16
 
 OutputMode = Literal["binary_mask", "uncompressed_rle", "coco_rle"]
 
+AMG_FILE = "amg.json"
+"""The file beside a model's weights that recommends automatic-mask settings (the demo SAM has one)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class AmgConfig:
+    """The automatic mask generator's parameters, with the official defaults (tuned for vit_h).
+
+    The one place they are written: the generator, the command line, the service and a model folder's
+    `amg.json` all read this class. `AmgConfig.for_model(model)` is the defaults with the model's own
+    recommendation applied.
+
+    Attributes:
+        points_per_side: the grid has `points_per_side**2` points; None when explicit point grids are given.
+        points_per_batch: points prompted together (memory grows with it).
+        pred_iou_thresh: keep masks whose predicted IoU is above this (0 disables the filter).
+        stability_score_thresh: keep masks whose stability score is at least this (0 disables it).
+        stability_score_offset: the logit offset of the stability score (IoU of masks at +-offset).
+        box_nms_thresh: box IoU above which a lower-scoring mask of the same crop is dropped.
+        crop_n_layers: layers of crops; layer i has `(2**i)**2` crops.
+        crop_nms_thresh: box IoU for NMS between crops.
+        crop_overlap_ratio: overlap of neighbouring crops in the first layer, as a fraction of the short side.
+        crop_n_points_downscale_factor: points per side shrink by this factor per layer.
+        min_mask_region_area: fill holes and drop islands below this area (px), then NMS again.
+        output_mode: "binary_mask" (`H x W` bool arrays), "uncompressed_rle" or "coco_rle".
+    """
+
+    points_per_side: int | None = 32
+    points_per_batch: int = 64
+    pred_iou_thresh: float = 0.88
+    stability_score_thresh: float = 0.95
+    stability_score_offset: float = 1.0
+    box_nms_thresh: float = 0.7
+    crop_n_layers: int = 0
+    crop_nms_thresh: float = 0.7
+    crop_overlap_ratio: float = 512 / 1500
+    crop_n_points_downscale_factor: int = 1
+    min_mask_region_area: int = 0
+    output_mode: OutputMode = "binary_mask"
+
+    def __post_init__(self) -> None:
+        counts = {
+            "points_per_batch": 1, "crop_n_layers": 0, "crop_n_points_downscale_factor": 1, "min_mask_region_area": 0
+        }  # fmt: skip
+        for name, low in counts.items():
+            object.__setattr__(self, name, check_count(getattr(self, name), name, low))
+        for name in ("pred_iou_thresh", "stability_score_thresh", "stability_score_offset"):
+            object.__setattr__(self, name, check_number(getattr(self, name), name))
+        for name in ("box_nms_thresh", "crop_nms_thresh", "crop_overlap_ratio"):
+            object.__setattr__(self, name, check_number(getattr(self, name), name, 0, 1))
+        if self.points_per_side is not None:
+            object.__setattr__(self, "points_per_side", check_count(self.points_per_side, "points_per_side"))
+            if int(self.points_per_side / self.crop_n_points_downscale_factor**self.crop_n_layers) < 1:
+                raise InputError(
+                    f"points_per_side {self.points_per_side} leaves no points in crop layer {self.crop_n_layers} "
+                    f"(downscale factor {self.crop_n_points_downscale_factor})."
+                )
+        if self.output_mode not in get_args(OutputMode):
+            raise InputError(f"output_mode must be one of {get_args(OutputMode)}, got {self.output_mode!r}.")
+
+    @classmethod
+    def fields(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def for_model(cls, model: SamModel) -> AmgConfig:
+        """The defaults, with what `model` recommends (its folder's `amg.json`, read by `from_pretrained`)."""
+        return cls().replace(**model.recommended.get(AMG_FILE, {}))
+
+    def replace(self, **changes: Any) -> AmgConfig:
+        """A copy with `changes` (None values are ignored); unknown names are an `InputError`."""
+        unknown = sorted(set(changes) - set(self.fields()))
+        if unknown:
+            raise InputError(f"Unknown automatic-mask settings {unknown}; known: {list(self.fields())}.")
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
 
 class SamAutomaticMaskGenerator:
-    """Generates masks for a whole image; the defaults are the official ones (tuned for vit_h)."""
+    """Generates masks for a whole image. Unset parameters take the model's recommendation (an `amg.json`
+    beside its weights, as the demo SAM has), else the official defaults (tuned for vit_h); see `AmgConfig`."""
 
     def __init__(
         self,
         model: SamModel,
-        points_per_side: int | None = 32,
-        points_per_batch: int = 64,
-        pred_iou_thresh: float = 0.88,
-        stability_score_thresh: float = 0.95,
-        stability_score_offset: float = 1.0,
-        box_nms_thresh: float = 0.7,
-        crop_n_layers: int = 0,
-        crop_nms_thresh: float = 0.7,
-        crop_overlap_ratio: float = 512 / 1500,
-        crop_n_points_downscale_factor: int = 1,
+        points_per_side: int | None = None,
+        points_per_batch: int | None = None,
+        pred_iou_thresh: float | None = None,
+        stability_score_thresh: float | None = None,
+        stability_score_offset: float | None = None,
+        box_nms_thresh: float | None = None,
+        crop_n_layers: int | None = None,
+        crop_nms_thresh: float | None = None,
+        crop_overlap_ratio: float | None = None,
+        crop_n_points_downscale_factor: int | None = None,
         point_grids: list[np.ndarray] | None = None,
-        min_mask_region_area: int = 0,
-        output_mode: OutputMode = "binary_mask",
+        min_mask_region_area: int | None = None,
+        output_mode: OutputMode | None = None,
         *,
+        config: AmgConfig | None = None,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         fast: FastPath | None = None,
     ) -> None:
         """
         Args:
-            points_per_side: the grid has `points_per_side**2` points; None when `point_grids` is given.
-            points_per_batch: points prompted together (memory grows with it).
-            pred_iou_thresh: keep masks whose predicted IoU is above this (0 disables the filter).
-            stability_score_thresh: keep masks whose stability score is at least this (0 disables it).
-            stability_score_offset: the logit offset of the stability score (IoU of masks at +-offset).
-            box_nms_thresh: box IoU above which a lower-scoring mask of the same crop is dropped.
-            crop_n_layers: layers of crops; layer i has `(2**i)**2` crops.
-            crop_nms_thresh: box IoU for NMS between crops.
-            crop_overlap_ratio: overlap of neighbouring crops in the first layer, as a fraction of the short side.
-            crop_n_points_downscale_factor: points per side shrink by this factor per layer.
-            point_grids: explicit `N x 2` grids in [0, 1], one per layer.
-            min_mask_region_area: fill holes and drop islands below this area (px), then NMS again.
-            output_mode: "binary_mask" (`H x W` bool arrays), "uncompressed_rle" or "coco_rle".
+            model: the SAM.
+            points_per_side ... output_mode: as the official generator (see `AmgConfig`); None takes the
+                setting of `config`, else the model's recommendation, else the official default.
+            point_grids: explicit `N x 2` grids in [0, 1], one per layer (then points_per_side stays None).
+            config: all settings at once, instead of the model's recommendation.
             max_pixels: larger images are refused (None: no limit).
             fast: speed options for the image encoder (see `SamPredictor`).
         """
-        if (points_per_side is None) == (point_grids is None):
-            raise InputError("Give exactly one of points_per_side and point_grids.")
-        points_per_batch = check_count(points_per_batch, "points_per_batch")
-        crop_n_layers = check_count(crop_n_layers, "crop_n_layers", 0)
-        crop_n_points_downscale_factor = check_count(crop_n_points_downscale_factor, "crop_n_points_downscale_factor")
-        min_mask_region_area = check_count(min_mask_region_area, "min_mask_region_area", 0)
-        for name, value in (
-            ("pred_iou_thresh", pred_iou_thresh),
-            ("stability_score_thresh", stability_score_thresh),
-            ("stability_score_offset", stability_score_offset),
-        ):
-            check_number(value, name)
-        for name, value in (("box_nms_thresh", box_nms_thresh), ("crop_nms_thresh", crop_nms_thresh)):
-            check_number(value, name, 0, 1)
-        check_number(crop_overlap_ratio, "crop_overlap_ratio", 0, 1)
-        if points_per_side is not None:
-            points_per_side = check_count(points_per_side, "points_per_side")
-            if int(points_per_side / crop_n_points_downscale_factor**crop_n_layers) < 1:
-                raise InputError(
-                    f"points_per_side {points_per_side} leaves no points in crop layer {crop_n_layers} "
-                    f"(downscale factor {crop_n_points_downscale_factor})."
-                )
+        base = config if config is not None else AmgConfig.for_model(model)
+        if point_grids is not None:
+            if points_per_side is not None:
+                raise InputError("Give exactly one of points_per_side and point_grids.")
+            base = dataclasses.replace(base, points_per_side=None)
+        settings = base.replace(
+            points_per_side=points_per_side,
+            points_per_batch=points_per_batch,
+            pred_iou_thresh=pred_iou_thresh,
+            stability_score_thresh=stability_score_thresh,
+            stability_score_offset=stability_score_offset,
+            box_nms_thresh=box_nms_thresh,
+            crop_n_layers=crop_n_layers,
+            crop_nms_thresh=crop_nms_thresh,
+            crop_overlap_ratio=crop_overlap_ratio,
+            crop_n_points_downscale_factor=crop_n_points_downscale_factor,
+            min_mask_region_area=min_mask_region_area,
+            output_mode=output_mode,
+        )
+        if settings.points_per_side is not None:
             self.point_grids = build_all_layer_point_grids(
-                points_per_side, crop_n_layers, crop_n_points_downscale_factor
+                settings.points_per_side, settings.crop_n_layers, settings.crop_n_points_downscale_factor
             )
+        elif point_grids is None:
+            raise InputError("Give exactly one of points_per_side and point_grids.")
         else:
-            assert point_grids is not None
-            if len(point_grids) != crop_n_layers + 1:
-                raise InputError(f"point_grids needs one grid per layer ({crop_n_layers + 1}), got {len(point_grids)}.")
+            if len(point_grids) != settings.crop_n_layers + 1:
+                raise InputError(
+                    f"point_grids needs one grid per layer ({settings.crop_n_layers + 1}), got {len(point_grids)}."
+                )
             self.point_grids = [np.asarray(g, dtype=float) for g in point_grids]
-        if output_mode not in ("binary_mask", "uncompressed_rle", "coco_rle"):
-            raise InputError(f"output_mode must be binary_mask, uncompressed_rle or coco_rle; got {output_mode!r}.")
+        self.config = settings
         self.predictor = SamPredictor(model, max_pixels=max_pixels, fast=fast)
-        self.points_per_batch = points_per_batch
-        self.pred_iou_thresh = pred_iou_thresh
-        self.stability_score_thresh = stability_score_thresh
-        self.stability_score_offset = stability_score_offset
-        self.box_nms_thresh = box_nms_thresh
-        self.crop_n_layers = crop_n_layers
-        self.crop_nms_thresh = crop_nms_thresh
-        self.crop_overlap_ratio = crop_overlap_ratio
-        self.crop_n_points_downscale_factor = crop_n_points_downscale_factor
-        self.min_mask_region_area = min_mask_region_area
-        self.output_mode = output_mode
+        self.points_per_batch = settings.points_per_batch
+        self.pred_iou_thresh = settings.pred_iou_thresh
+        self.stability_score_thresh = settings.stability_score_thresh
+        self.stability_score_offset = settings.stability_score_offset
+        self.box_nms_thresh = settings.box_nms_thresh
+        self.crop_n_layers = settings.crop_n_layers
+        self.crop_nms_thresh = settings.crop_nms_thresh
+        self.crop_overlap_ratio = settings.crop_overlap_ratio
+        self.crop_n_points_downscale_factor = settings.crop_n_points_downscale_factor
+        self.min_mask_region_area = settings.min_mask_region_area
+        self.output_mode = settings.output_mode
 
     @torch.no_grad()
     def generate(self, image: ImageInput) -> list[dict[str, Any]]:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from alignsam.sam.config import SAM_PRESETS, SamConfig
-from alignsam.sam.model import SamModel
+from alignsam.sam.modeling.config import SAM_PRESETS, SamConfig
+from alignsam.sam.modeling.sam import SamModel
 
 Checkpoint = str | os.PathLike[str] | None
 
@@ -19,9 +19,7 @@ Checkpoint = str | os.PathLike[str] | None
 def _build(config: SamConfig, checkpoint: Checkpoint) -> SamModel:
     if checkpoint is None:
         return SamModel.from_config(config).eval()
-    from alignsam.sam.checkpoint import load_sam
-
-    return load_sam(checkpoint, config=config)
+    return SamModel.from_pretrained(checkpoint, config=config)
 
 
 def build_sam_vit_h(checkpoint: Checkpoint = None) -> SamModel:

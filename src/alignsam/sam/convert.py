@@ -22,7 +22,7 @@ from typing import Any, Literal
 import torch
 
 from alignsam.errors import CheckpointError, ConfigError
-from alignsam.sam.config import ImageEncoderConfig, MaskDecoderConfig, PromptEncoderConfig, SamConfig
+from alignsam.sam.modeling.config import ImageEncoderConfig, MaskDecoderConfig, PromptEncoderConfig, SamConfig
 
 StateDict = dict[str, torch.Tensor]
 Layout = Literal["alignsam", "official", "hf"]
@@ -391,7 +391,7 @@ def _indexes(sd: Mapping[str, torch.Tensor], pattern: str) -> list[int]:
 
 def describe(config: SamConfig) -> str:
     """A short description for error messages, naming the preset when the encoder matches one."""
-    from alignsam.sam.config import SAM_PRESETS
+    from alignsam.sam.modeling.config import SAM_PRESETS
 
     enc = config.image_encoder
     name = next((n for n, f in SAM_PRESETS.items() if f().image_encoder == enc), None)

@@ -23,10 +23,10 @@ import numpy as np
 import torch
 
 from alignsam.errors import InputError, PromptError
-from alignsam.inference import FastPath
+from alignsam.fast import FastPath
 from alignsam.io.images import DEFAULT_MAX_PIXELS, ImageInput, load_image_array
-from alignsam.sam.model import SamModel
-from alignsam.sam.prompt_batch import decode_prompt_batch
+from alignsam.sam.fast.mask_decoder import decode_prompt_batch
+from alignsam.sam.modeling.sam import SamModel
 from alignsam.sam.prompts import PromptArrays, check_prompts, mask_to_logits
 from alignsam.sam.transforms import ResizeLongestSide
 
@@ -54,12 +54,12 @@ class SamPredictor:
         Args:
             sam_model: the model (kept as `self.model`; move or cast it before creating the predictor).
             max_pixels: larger images are refused with an `ImageError` (None: no limit).
-            fast: speed options for the image encoder (see `alignsam.inference.FastPath`): `precision="bf16"`
+            fast: speed options for the image encoder (see `alignsam.fast.FastPath`): `precision="bf16"`
                 runs it under bfloat16 autocast (the embedding is kept in float32 and the prompt decoder runs
                 in float32), `compile=True` wraps it in `torch.compile`, `onednn_matmul` (on by default) runs
                 its float32 linear layers, and its large bf16 attention, on oneDNN's matrix multiply, and
                 `prompt_batch` (on by default) decodes many prompts on one image with the image side computed
-                once (`alignsam.sam.prompt_batch`; float32 whatever the precision). The model itself is not
+                once (`alignsam.sam.fast.mask_decoder`; float32 whatever the precision). The model itself is not
                 changed.
         """
         self.model = sam_model

@@ -1,13 +1,35 @@
-"""What people use ALIGN and SAM for: zero-shot classification, embeddings, tags, mask labels, search."""
+"""What people use ALIGN and SAM for: zero-shot classification, embeddings, tags, mask labels, search.
 
-from alignsam.tools.encoder import Encoder, ImageEmbeddings
-from alignsam.tools.templates import IMAGENET_TEMPLATES, SIMPLE_TEMPLATES, TEMPLATE_SETS, resolve_templates
+Names are imported on first use, so that light modules of this package (the tag vocabulary, the template
+sets) can be read without loading torch.
+"""
 
-__all__ = [
-    "IMAGENET_TEMPLATES",
-    "SIMPLE_TEMPLATES",
-    "TEMPLATE_SETS",
-    "Encoder",
-    "ImageEmbeddings",
-    "resolve_templates",
-]
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS: dict[str, str] = {
+    "Encoder": "alignsam.tools.encoder",
+    "ImageEmbeddings": "alignsam.tools.encoder",
+    "IMAGENET_TEMPLATES": "alignsam.tools.templates",
+    "SIMPLE_TEMPLATES": "alignsam.tools.templates",
+    "TEMPLATE_SETS": "alignsam.tools.templates",
+    "resolve_templates": "alignsam.tools.templates",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'alignsam.tools' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+if TYPE_CHECKING:
+    from alignsam.tools.encoder import Encoder, ImageEmbeddings
+    from alignsam.tools.templates import IMAGENET_TEMPLATES, SIMPLE_TEMPLATES, TEMPLATE_SETS, resolve_templates

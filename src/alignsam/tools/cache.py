@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from alignsam.align.model import AlignModel
+from alignsam.align.modeling.align import AlignModel
 from alignsam.io.files import write_atomic
 from alignsam.tools.encoder import Encoder
 

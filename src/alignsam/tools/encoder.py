@@ -19,14 +19,13 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from alignsam.align.inference import prepare_align
-from alignsam.align.load import DEFAULT_MODEL, load_align, resolve_align
-from alignsam.align.model import AlignModel
+from alignsam.align.fast import prepare_align
+from alignsam.align.modeling.align import AlignModel
 from alignsam.align.processing import DEFAULT_MAX_LENGTH, AlignProcessor
 from alignsam.errors import AlignSamError, InputError
-from alignsam.inference import PLAIN, FastPath
-from alignsam.io.hub import recommended_settings
+from alignsam.fast import PLAIN, FastPath
 from alignsam.io.images import ImageInput
+from alignsam.io.resolve import default_model, resolve_model
 from alignsam.tools.templates import resolve_templates
 from alignsam.validation import check_count
 
@@ -60,13 +59,13 @@ class Encoder:
         batch_size: images per forward pass; texts use `4 * batch_size`.
         workers: threads decoding and resizing images ahead of the model.
         progress: show tqdm progress bars on stderr.
-        fast: speed options applied to the model *in place* (see `alignsam.inference.FastPath`); the
+        fast: speed options applied to the model *in place* (see `alignsam.fast.FastPath`); the
             default folds batch norms and uses channels-last, both exact to float32 rounding. Pass
-            `alignsam.inference.PLAIN` to leave the model untouched.
+            `alignsam.fast.PLAIN` to leave the model untouched.
 
-    `crop_defaults` holds what the model recommends for the crops that `alignsam.tools.regions` embeds
-    (`context`, `background`), read by `from_pretrained` from a `regions.json` beside the weights; {} means
-    the general defaults. The bundled `demo` recommends a wide context: it was trained on scenes where
+    `crop_defaults` holds what the model recommends for the crops that `alignsam.tools.mask_labels` embeds
+    (`context`, `background`), from the `regions.json` beside its weights (`AlignModel.recommended`); {}
+    means the general defaults. The bundled `demo` recommends a wide context: it was trained on scenes where
     objects fill 12-40% of the image, and a tight crop shows it something it has never seen.
     """
 
@@ -89,18 +88,19 @@ class Encoder:
         self.workers = check_count(workers, "workers")
         self.progress = progress
         self.max_length = max_length
-        self.crop_defaults: dict[str, Any] = {}
+        regions = model.recommended.get("regions.json", {})
+        self.crop_defaults: dict[str, Any] = {k: v for k, v in regions.items() if k in ("context", "background")}
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
 
     @classmethod
     def from_pretrained(
-        cls, ref: str | os.PathLike[str] = DEFAULT_MODEL, *, device: str | None = None, **kwargs: Any
+        cls, ref: str | os.PathLike[str] | None = None, *, device: str | None = None, **kwargs: Any
     ) -> Encoder:
-        model, processor = load_align(ref, device=device)
-        encoder = cls(model, processor, **kwargs)
-        encoder.crop_defaults = recommended_settings(resolve_align(ref), "regions.json", ("context", "background"))
-        return encoder
+        """An encoder for the ALIGN model `ref` (a hub id, folder or bundled name; None: the default model)."""
+        source = resolve_model(default_model("align") if ref is None else ref, "align")
+        model = AlignModel.from_pretrained(source, device=device)
+        return cls(model, AlignProcessor.from_pretrained(source), **kwargs)
 
     @property
     def logit_scale(self) -> float:

@@ -6,39 +6,15 @@ from __future__ import annotations
 import colorsys
 import dataclasses
 import numbers
-import os
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from alignsam import presets
 from alignsam.io.rle import encode_rle
 from alignsam.sam.automatic import SamAutomaticMaskGenerator
-from alignsam.sam.model import SamModel
 from alignsam.sam.predictor import SamPredictor
-
-DEFAULT_SAM = "facebook/sam-vit-base"
-
-
-def load_sam(ref: str | os.PathLike[str] = DEFAULT_SAM, device: str | None = None) -> SamModel:
-    """A SAM model from a hub id, a folder, an official `.pth` file, or a bundled preset (`demo`)."""
-    bundled = presets.path("sam", ref) if isinstance(ref, str) else None
-    return SamModel.from_pretrained(bundled if bundled is not None else ref, device=device).eval()
-
-
-def recommended_amg(ref: str | os.PathLike[str]) -> dict[str, Any]:
-    """The automatic-mask settings a model recommends in an `amg.json` beside its weights (a bundled preset
-    or a local folder; hub repositories are looked up in the cache only), or {} if it has none."""
-    from alignsam.io.hub import recommended_settings
-
-    bundled = presets.path("sam", ref) if isinstance(ref, str) else None
-    allowed = {
-        "points_per_side", "points_per_batch", "pred_iou_thresh", "stability_score_thresh", "box_nms_thresh",
-        "crop_n_layers", "min_mask_region_area",
-    }  # fmt: skip
-    return recommended_settings(bundled if bundled is not None else ref, "amg.json", allowed)
 
 
 @dataclasses.dataclass

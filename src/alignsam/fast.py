@@ -1,0 +1,185 @@
+"""Fast inference, chosen by the caller (the encoder, the predictor, the command line, the service).
+
+Model code stays plain; these options transform a built model or wrap its calls:
+
+- `fold_batchnorm`: fold each batch norm into the convolution before it (eval only).
+- `channels_last`: NHWC memory layout for convolution networks, which oneDNN runs faster on CPUs.
+- `inplace`: activations, squeeze-excite gates and residual sums write into the tensor they transform
+  instead of a new one (eval only; the same numbers to the bit). A fresh buffer of a large feature map
+  costs its page faults every time: an out-of-place SiLU of an align-base map took 25 ms, in place 3 ms.
+- `fuse`: ALIGN's image tower on oneDNN's fused convolutions, activations and residual sums inside the
+  convolutions; with bf16, bfloat16 weights and activations end to end instead
+  of autocast (CPU only; needs `fold_batchnorm`; see `alignsam.align.fast.efficientnet`).
+- `onednn_matmul`: float32 linear layers (`F.linear`) on oneDNN's matrix multiply rather than the BLAS
+  PyTorch uses for float32 (MKL): on this project's AMD EPYC machine oneDNN multiplies 2-2.3x faster
+  (~390 against ~175 GFLOP/s at BERT's and SAM's shapes), to float32 rounding; large attention (SAM's
+  global blocks) head by head on it too. A function mode active inside `FastPath.autocast` and SAM's
+  prompt decoding; the models are not changed.
+- `pack_text`: text embeddings computed on the real tokens only, padding left out of every per-token step
+  (`Bert.first_token`; ALIGN's 64 label prompts: 592 tokens instead of 832).
+- `prompt_batch`: SAM's mask decoder computes the image side once for every prompt on an image and
+  reassociates its cross-attentions around the few prompt tokens (`alignsam.sam.fast.mask_decoder`): vit_b's
+  decoder does ~0.8 instead of 2.7 GFLOP a prompt set, to float32 rounding (the automatic mask generator
+  decodes 1,024 points an image).
+- `precision="bf16"`: bfloat16 autocast for matrix multiplies and convolutions (outputs stay float32).
+- `compile`: `torch.compile` the heavy tower (slow first call, faster afterwards).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Iterator
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+
+from alignsam.layers import needs_grad
+
+Precision = Literal["fp32", "bf16"]
+
+
+@dataclasses.dataclass(frozen=True)
+class FastPath:
+    """Speed options; the defaults are exact to float32 rounding and on by default where they pay off."""
+
+    precision: Precision = "fp32"
+    fold_batchnorm: bool = True
+    channels_last: bool = True
+    inplace: bool = True
+    fuse: bool = True
+    onednn_matmul: bool = True
+    pack_text: bool = True
+    prompt_batch: bool = True
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16', not {self.precision!r}")
+
+    @contextlib.contextmanager
+    def autocast(self, device: torch.device | str) -> Iterator[None]:
+        """`torch.inference_mode`, plus bf16 autocast and oneDNN matrix multiplies when asked for."""
+        kind = torch.device(device).type
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(torch.inference_mode())
+            if self.precision == "bf16":
+                stack.enter_context(torch.autocast(kind, dtype=torch.bfloat16))
+            if not self.compile:  # compiled towers pick their own kernels (inductor cannot lower oneDNN calls)
+                stack.enter_context(self.matmul(device))
+            yield
+
+    def matmul(self, device: torch.device | str) -> contextlib.AbstractContextManager[object]:
+        """`OneDNNMatmul` where `onednn_matmul` asks for it and oneDNN can run (CPU); else nothing."""
+        if self.onednn_matmul and torch.device(device).type == "cpu" and torch.backends.mkldnn.is_available():
+            return OneDNNMatmul()
+        return contextlib.nullcontext()
+
+
+class OneDNNMatmul(TorchFunctionMode):
+    """Within this mode, CPU matrix multiplies that need no gradient run on oneDNN
+    (`torch.ops.mkldnn._linear_pointwise`); every other call, and every other function, is left as it is:
+
+    - `F.linear` on float32 tensors (bfloat16 ones, and autocast, already reach oneDNN through PyTorch);
+    - `F.scaled_dot_product_attention` on large problems (at least `BIG_ATTENTION` scores a head, as SAM's
+      global attention): head by head, the scores from oneDNN (float32 sums), the mask added and the softmax
+      taken in place, then oneDNN again.
+      - bfloat16: PyTorch's CPU flash attention is 2.4x slower on SAM vit_b's global attention (512 queries
+        against 4,096 keys, 12 heads: 57 ms against 24 ms) and keeps its scores in float32; the bfloat16 scores
+        here differ from float32 attention by ~1.4e-3 on average against flash attention's ~1.8e-4 (SAM's
+        masks: IoU to float32 in the benchmark).
+      - float32 (outside autocast): the same numbers to float32 rounding (4e-6), a vit_b global block 0.30 s
+        instead of flash attention's 0.42-0.45 s (2 cores).
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is F.linear:
+            x, weight = args[0], args[1]
+            bias = args[2] if len(args) > 2 else kwargs.get("bias")
+            if _onednn_can_run(x, weight, bias):
+                return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+        elif func is F.scaled_dot_product_attention:
+            out = _large_attention(*args, **kwargs)
+            if out is not None:
+                return out
+        return func(*args, **kwargs)
+
+
+BIG_ATTENTION = 1 << 20
+"""Queries x keys of one head from which attention goes head by head through oneDNN."""
+
+
+def _large_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    attn_mask: torch.Tensor | None = None,
+    dropout_p: float = 0.0,
+    is_causal: bool = False,
+    scale: float | None = None,
+    **other: object,
+) -> torch.Tensor | None:
+    """`softmax(q k^T * scale + attn_mask) v` for `B x H x L x D` bfloat16 CPU tensors, or float32 ones outside
+    autocast; None where the call is not one this path takes (PyTorch's own kernel then runs)."""
+    tensors = [q, k, v] if attn_mask is None else [q, k, v, attn_mask]
+    if (
+        other
+        or dropout_p
+        or is_causal
+        or not (q.dtype == torch.bfloat16 or (q.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")))
+        or any(type(t) is not torch.Tensor or t.device.type != "cpu" for t in tensors)
+        or k.dtype != q.dtype
+        or v.dtype != q.dtype
+        or q.dim() != 4
+        or k.shape[:2] != q.shape[:2]
+        or v.shape[:2] != q.shape[:2]
+        or q.shape[2] * k.shape[2] < BIG_ATTENTION
+        or (attn_mask is not None and (attn_mask.dtype == torch.bool or attn_mask.dim() != 4))
+        or needs_grad(*tensors)
+    ):
+        return None
+    b, h, n, d = q.shape
+    q = q * (d**-0.5 if scale is None else scale)  # one pass over the queries, not one over each head's scores
+    mask = None if attn_mask is None else attn_mask.expand(b, h, n, k.shape[2])
+    out = q.new_empty(b, h, n, v.shape[-1])
+    linear = torch.ops.mkldnn._linear_pointwise
+    with torch.autocast("cpu", enabled=False):
+        for i in range(b):
+            for j in range(h):
+                scores = linear(q[i, j], k[i, j].contiguous(), None, "none", [], "")  # bfloat16, fp32 sums
+                if mask is not None:
+                    scores.add_(mask[i, j])
+                out[i, j] = linear(scores.softmax(-1), v[i, j].t().contiguous(), None, "none", [], "")
+    return out
+
+
+_PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)  # not subclasses with their own dispatch
+
+
+def _onednn_can_run(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
+    tensors = (x, weight) if bias is None else (x, weight, bias)
+    return (
+        all(type(t) in _PLAIN_TENSORS and t.dtype == torch.float32 and t.device.type == "cpu" for t in tensors)
+        and x.dim() >= 2
+        and weight.dim() == 2
+        and weight.is_contiguous()
+        and x.numel() > 0
+        and weight.shape[1] > 0  # oneDNN has no inner product over zero features
+        and not torch.is_autocast_enabled("cpu")  # autocast casts to bf16, which PyTorch runs on oneDNN already
+        and not needs_grad(*tensors)  # oneDNN's op has no autograd formula
+    )
+
+
+PLAIN = FastPath(
+    fold_batchnorm=False,
+    channels_last=False,
+    inplace=False,
+    fuse=False,
+    onednn_matmul=False,
+    pack_text=False,
+    prompt_batch=False,
+)
+"""No transformation at all: the reference path the fast ones are tested against."""
