@@ -88,6 +88,8 @@ def run(
             )
         )
         plain = AlignModel.from_pretrained(tmp)
+        plain.fast = PLAIN  # the modules as they are
+        seed = AlignModel.from_pretrained(tmp)  # what code written for transformers gets: no call of ours
         ours = prepare_align(AlignModel.from_pretrained(tmp), FastPath())
         ours_bf16 = prepare_align(AlignModel.from_pretrained(tmp), FastPath(precision="bf16"))
         # torch.compile's first call takes minutes on a small CPU; the full run only (warm-up absorbs it)
@@ -113,11 +115,19 @@ def run(
 
         return call
 
+    def seed_api(model_fn):  # the model card's way: `torch.no_grad()` around the model's own methods
+        def call():
+            with torch.no_grad():
+                return model_fn()
+
+        return call
+
     # the reference runs under PLAIN's context (inference mode only): our fast paths' oneDNN function mode
     # would otherwise speed up transformers' linear layers too
     contenders = {
         "alignsam": features(lambda: ours.get_image_features(pixels_cl)),
         "alignsam plain": features(lambda: plain.get_image_features(pixels), PLAIN),
+        "alignsam seed API": seed_api(lambda: seed.get_image_features(pixels)),
         "alignsam bf16": features(lambda: ours_bf16.get_image_features(pixels_cl), bf16),
         "transformers": features(lambda: theirs.get_image_features(pixel_values=pixels), PLAIN),
     }
@@ -139,6 +149,7 @@ def run(
         {
             "alignsam": features(lambda: ours.get_text_features(**dynamic)),
             "alignsam bf16": features(lambda: ours_bf16.get_text_features(**dynamic), bf16),
+            "alignsam seed API": seed_api(lambda: seed.get_text_features(**dynamic)),
             "transformers": features(lambda: theirs.get_text_features(**fixed), PLAIN),
             "transformers, same dynamic padding": features(lambda: theirs.get_text_features(**dynamic), PLAIN),
         },

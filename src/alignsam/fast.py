@@ -1,28 +1,32 @@
-"""Fast inference, chosen by the caller (the encoder, the predictor, the command line, the service).
+"""Fast inference, chosen at the edge: the options, and the oneDNN matrix multiply both models use.
 
-Model code stays plain; these options transform a built model or wrap its calls:
+Model code stays plain (`alignsam.align.modeling`, `alignsam.sam.modeling`); `prepare_align` and
+`prepare_sam` (in each model's `fast` package) swap in fast twins of modules according to a `FastPath`, and
+`FastPath.autocast` wraps the calls. Every option is exact to float32 rounding except `precision="bf16"`.
+The defaults are on wherever they pay off; `FastPath.PLAIN` turns everything off (the reference path the
+fast ones are tested against).
 
-- `fold_batchnorm`: fold each batch norm into the convolution before it (eval only).
-- `channels_last`: NHWC memory layout for convolution networks, which oneDNN runs faster on CPUs.
-- `inplace`: activations, squeeze-excite gates and residual sums write into the tensor they transform
-  instead of a new one (eval only; the same numbers to the bit). A fresh buffer of a large feature map
-  costs its page faults every time: an out-of-place SiLU of an align-base map took 25 ms, in place 3 ms.
-- `fuse`: ALIGN's image tower on oneDNN's fused convolutions, activations and residual sums inside the
-  convolutions; with bf16, bfloat16 weights and activations end to end instead
-  of autocast (CPU only; needs `fold_batchnorm`; see `alignsam.align.fast.efficientnet`).
+Shared by both models:
+- `precision="bf16"`: bfloat16 for the heavy towers (autocast, or bfloat16 weights in ALIGN's fused tower).
+- `compile`: `torch.compile` the heavy towers (slow first call, faster afterwards).
 - `onednn_matmul`: float32 linear layers (`F.linear`) on oneDNN's matrix multiply rather than the BLAS
-  PyTorch uses for float32 (MKL): on this project's AMD EPYC machine oneDNN multiplies 2-2.3x faster
-  (~390 against ~175 GFLOP/s at BERT's and SAM's shapes), to float32 rounding; large attention (SAM's
-  global blocks) head by head on it too. A function mode active inside `FastPath.autocast` and SAM's
-  prompt decoding; the models are not changed.
+  PyTorch uses for float32 (MKL), and large attention (SAM's global blocks) head by head on it too
+  (`OneDNNMatmul`; benchmarks/RESULTS.md has the rates). A function mode active inside `FastPath.autocast`;
+  the models are not changed.
+
+ALIGN (`FastPath.align`, `AlignFast`; applied by `alignsam.align.fast.prepare_align`):
+- `fold_batchnorm`: fold each batch norm into the convolution before it.
+- `channels_last`: NHWC memory layout for the image tower's convolutions, which oneDNN runs faster on CPUs.
+- `inplace`: activations, squeeze-excite gates and residual sums write into the tensor they transform
+  (the same numbers to the bit): a fresh buffer for a large feature map costs its page faults each time.
+- `fuse`: the image tower on oneDNN's fused convolutions, activations and residual sums inside the
+  convolutions (CPU only; needs `fold_batchnorm`; `alignsam.align.fast.efficientnet`).
 - `pack_text`: text embeddings computed on the real tokens only, padding left out of every per-token step
-  (`Bert.first_token`; ALIGN's 64 label prompts: 592 tokens instead of 832).
-- `prompt_batch`: SAM's mask decoder computes the image side once for every prompt on an image and
-  reassociates its cross-attentions around the few prompt tokens (`alignsam.sam.fast.mask_decoder`): vit_b's
-  decoder does ~0.8 instead of 2.7 GFLOP a prompt set, to float32 rounding (the automatic mask generator
-  decodes 1,024 points an image).
-- `precision="bf16"`: bfloat16 autocast for matrix multiplies and convolutions (outputs stay float32).
-- `compile`: `torch.compile` the heavy tower (slow first call, faster afterwards).
+  (`alignsam.align.fast.bert`).
+
+SAM (`FastPath.sam`, `SamFast`; applied by `alignsam.sam.fast.prepare_sam`):
+- `prompt_batch`: the mask decoder computes the image side once for every prompt set on an image and
+  reassociates its cross-attentions around the few prompt tokens (`alignsam.sam.fast.mask_decoder`).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import Iterator
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -42,29 +46,67 @@ Precision = Literal["fp32", "bf16"]
 
 
 @dataclasses.dataclass(frozen=True)
-class FastPath:
-    """Speed options; the defaults are exact to float32 rounding and on by default where they pay off."""
+class AlignFast:
+    """ALIGN's speed options (see the module docstring); all exact to float32 rounding."""
 
-    precision: Precision = "fp32"
     fold_batchnorm: bool = True
     channels_last: bool = True
     inplace: bool = True
     fuse: bool = True
-    onednn_matmul: bool = True
     pack_text: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class SamFast:
+    """SAM's speed options (see the module docstring); exact to float32 rounding."""
+
     prompt_batch: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class FastPath:
+    """Speed options: shared ones, and per model (`align`, `sam`). The defaults are exact to float32
+    rounding and on wherever they pay off; `FastPath.PLAIN` is everything off."""
+
+    precision: Precision = "fp32"
     compile: bool = False
+    onednn_matmul: bool = True
+    align: AlignFast = AlignFast()
+    sam: SamFast = SamFast()
+
+    PLAIN: ClassVar[FastPath]
 
     def __post_init__(self) -> None:
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be 'fp32' or 'bf16', not {self.precision!r}")
 
+    def replace(self, **changes: object) -> FastPath:
+        """A copy with `changes`: shared fields by name, model fields as `align=AlignFast(...)` or by name
+        (`fuse=False` changes `align.fuse`)."""
+        shared = {f.name for f in dataclasses.fields(self)}
+        per_model: dict[str, dict[str, object]] = {"align": {}, "sam": {}}
+        top: dict[str, object] = {}
+        for name, value in changes.items():
+            if name in shared:
+                top[name] = value
+                continue
+            owner = next((m for m in per_model if name in {f.name for f in dataclasses.fields(getattr(self, m))}), None)
+            if owner is None:
+                raise TypeError(f"FastPath has no option {name!r}")
+            per_model[owner][name] = value
+        for model, fields in per_model.items():
+            if fields:
+                top[model] = dataclasses.replace(top.get(model, getattr(self, model)), **fields)  # type: ignore[type-var]
+        return dataclasses.replace(self, **top)  # type: ignore[arg-type]
+
     @contextlib.contextmanager
-    def autocast(self, device: torch.device | str) -> Iterator[None]:
-        """`torch.inference_mode`, plus bf16 autocast and oneDNN matrix multiplies when asked for."""
+    def autocast(self, device: torch.device | str, inference_mode: bool = True) -> Iterator[None]:
+        """`torch.inference_mode` (unless `inference_mode` is False: the caller's tensors may be changed in
+        place afterwards), plus bf16 autocast and oneDNN matrix multiplies when asked for."""
         kind = torch.device(device).type
         with contextlib.ExitStack() as stack:
-            stack.enter_context(torch.inference_mode())
+            if inference_mode:
+                stack.enter_context(torch.inference_mode())
             if self.precision == "bf16":
                 stack.enter_context(torch.autocast(kind, dtype=torch.bfloat16))
             if not self.compile:  # compiled towers pick their own kernels (inductor cannot lower oneDNN calls)
@@ -173,13 +215,10 @@ def _onednn_can_run(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
     )
 
 
-PLAIN = FastPath(
-    fold_batchnorm=False,
-    channels_last=False,
-    inplace=False,
-    fuse=False,
+FastPath.PLAIN = FastPath(
     onednn_matmul=False,
-    pack_text=False,
-    prompt_batch=False,
+    align=AlignFast(fold_batchnorm=False, channels_last=False, inplace=False, fuse=False, pack_text=False),
+    sam=SamFast(prompt_batch=False),
 )
+PLAIN = FastPath.PLAIN
 """No transformation at all: the reference path the fast ones are tested against."""

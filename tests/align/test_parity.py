@@ -11,6 +11,8 @@ import torch
 
 from alignsam import AlignModel, AlignProcessor, AlignTextModel, AlignVisionModel
 from alignsam.align import convert
+from alignsam.align.fast.prepare import _TwinCache
+from alignsam.fast import FastPath
 from alignsam.layers import set_attention_impl
 
 from .conftest import SMALL_CONFIGS, TEXTS, hf_align, write_hub_processor
@@ -46,6 +48,10 @@ def _check_config(tmp_path, photos, text_kw, vision_kw, proj):
     size = vision_kw["image_size"]
     processor.image_processor.size = (size + size // 5, size + size // 5)
     processor.image_processor.crop_size = (size, size)
+    for padding in ("max_length", "longest"):
+        _compare(ours, theirs, _inputs(processor, photos, padding))  # eval + no_grad: the fast twin answers
+    assert isinstance(ours.__dict__.get("_twin_cache"), _TwinCache)
+    ours.fast = FastPath.PLAIN  # the plain modules themselves
     for padding in ("max_length", "longest"):
         _compare(ours, theirs, _inputs(processor, photos, padding))
     # the plain reference attention path agrees with the fused one

@@ -47,7 +47,7 @@ def _model(config) -> SamModel:
 
 def _check_bf16(model: SamModel, image: np.ndarray) -> None:
     ref = _masks(model, image, PLAIN)
-    fast = _masks(model, image, FastPath(precision="bf16", fold_batchnorm=False, channels_last=False))
+    fast = _masks(model, image, FastPath(precision="bf16"))
     ious = [_iou(a, b) for r, f in zip(ref, fast, strict=True) for a, b in zip(r.masks, f.masks, strict=True)]
     assert min(ious) >= 0.98, ious
     assert any(0.02 < r.masks.mean() < 0.98 for r in ref)  # masks with real boundaries, not all or nothing
@@ -61,7 +61,7 @@ def test_bf16_masks_match_fp32(sample_photo):
 def test_compile_matches_plain(sample_photo):
     model = _model(tiny_config())
     ref = _masks(model, sample_photo[:300, :400], PLAIN)
-    fast = _masks(model, sample_photo[:300, :400], FastPath(compile=True, fold_batchnorm=False, channels_last=False))
+    fast = _masks(model, sample_photo[:300, :400], FastPath(compile=True))
     for r, f in zip(ref, fast, strict=True):
         assert np.abs(r.low_res_logits - f.low_res_logits).max() <= 1e-3
         assert np.abs(r.iou_predictions - f.iou_predictions).max() <= 1e-4
@@ -71,7 +71,7 @@ def test_onednn_matmul_matches_plain(sample_photo):
     """The predictor's default (oneDNN matrix multiplies for the encoder's linear layers) against PLAIN."""
     model = _model(tiny_config())
     ref = _masks(model, sample_photo[:300, :400], PLAIN)
-    fast = _masks(model, sample_photo[:300, :400], FastPath(fold_batchnorm=False, channels_last=False))
+    fast = _masks(model, sample_photo[:300, :400], FastPath())
     assert SamPredictor(model).fast.onednn_matmul  # what users get
     for r, f in zip(ref, fast, strict=True):
         assert np.abs(r.low_res_logits - f.low_res_logits).max() <= 1e-4
@@ -126,7 +126,7 @@ def test_vit_b_bf16_onednn_attention_costs_no_mask_accuracy(sample_photo, monkey
     model = _model(sam_vit_b())
     image = sample_photo[:300, :400]
     ref = _masks(model, image, PLAIN)
-    bf16 = FastPath(precision="bf16", fold_batchnorm=False, channels_last=False)
+    bf16 = FastPath(precision="bf16")
 
     def ious(big: int) -> np.ndarray:
         monkeypatch.setattr(alignsam.fast, "BIG_ATTENTION", big)

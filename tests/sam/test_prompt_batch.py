@@ -1,4 +1,4 @@
-"""`FastPath.prompt_batch`: SAM's decoder with the image side done once and the attentions reassociated.
+"""`FastPath.sam.prompt_batch`: SAM's decoder with the image side done once and the attentions reassociated.
 
 Against the plain `MaskDecoder` on the same random weights (LayerNorms, biases and positional tables all
 random: `randomize_`): low-resolution logits within 1e-4 (they reach ~5-10; the rounding seen is ~5e-6) and
@@ -17,7 +17,8 @@ from alignsam.errors import InputError
 from alignsam.fast import PLAIN, FastPath
 from alignsam.sam import SamModel, SamPredictor, sam_vit_b
 from alignsam.sam.amg import MaskData
-from alignsam.sam.fast.mask_decoder import decode_prompt_batch
+from alignsam.sam.fast.mask_decoder import PromptBatchDecoder, decode_prompt_batch
+from alignsam.sam.modeling.mask_decoder import MaskDecoder
 from tests.sam.sam_testing import randomize_, tiny_config
 
 LOGITS, IOUS = 1e-4, 1e-5
@@ -105,7 +106,8 @@ def test_predictor_default_matches_plain_on_several_images(sample_photo: np.ndar
     model = _model(seed=4)
     images = [sample_photo[:300, :400], sample_photo[100:, 50:]]
     fast, plain = SamPredictor(model), SamPredictor(model, fast=PLAIN)
-    assert fast.fast.prompt_batch and not plain.fast.prompt_batch
+    assert fast.fast.sam.prompt_batch and not plain.fast.sam.prompt_batch
+    assert type(fast._fast_model.mask_decoder) is PromptBatchDecoder and type(model.mask_decoder) is MaskDecoder
     for predictor in (fast, plain):
         predictor.set_images(images)
     sets = {"point_coords": np.array([[[50.0, 60.0]], [[200.0, 120.0]], [[10.0, 250.0]]]),
@@ -143,7 +145,7 @@ def test_zero_prompt_sets_are_refused(sample_photo: np.ndarray) -> None:
 
 def test_decode_torch_is_predict_torch_before_resizing(sample_photo: np.ndarray) -> None:
     model = _model(seed=5)
-    predictor = SamPredictor(model, fast=FastPath(fold_batchnorm=False, channels_last=False))
+    predictor = SamPredictor(model, fast=FastPath())
     predictor.set_image(sample_photo)
     coords = torch.tensor([[[100.0, 200.0]], [[500.0, 300.0]]])
     labels = torch.ones(2, 1, dtype=torch.int)

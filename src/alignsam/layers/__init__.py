@@ -5,6 +5,7 @@ from alignsam.layers.attention import AttentionImpl, attention, merge_heads, set
 from alignsam.layers.drop import DropPath
 from alignsam.layers.grad import needs_grad
 from alignsam.layers.norm import LayerNorm2d
+from alignsam.layers.share import shallow_copy
 
 __all__ = [
     "AttentionImpl",
@@ -16,5 +17,6 @@ __all__ = [
     "merge_heads",
     "needs_grad",
     "set_attention_impl",
+    "shallow_copy",
     "split_heads",
 ]

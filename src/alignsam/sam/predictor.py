@@ -25,7 +25,8 @@ import torch
 from alignsam.errors import InputError, PromptError
 from alignsam.fast import FastPath
 from alignsam.io.images import DEFAULT_MAX_PIXELS, ImageInput, load_image_array
-from alignsam.sam.fast.mask_decoder import decode_prompt_batch
+from alignsam.layers import shallow_copy
+from alignsam.sam.fast.prepare import prepare_sam
 from alignsam.sam.modeling.sam import SamModel
 from alignsam.sam.prompts import PromptArrays, check_prompts, mask_to_logits
 from alignsam.sam.transforms import ResizeLongestSide
@@ -65,8 +66,8 @@ class SamPredictor:
         self.model = sam_model
         self.transform = ResizeLongestSide(sam_model.image_encoder.img_size)
         self.max_pixels = max_pixels
-        self.fast = fast or FastPath(fold_batchnorm=False, channels_last=False)
-        self._image_encoder = torch.compile(sam_model.image_encoder) if self.fast.compile else sam_model.image_encoder
+        self.fast = fast or FastPath()
+        self._fast_model = prepare_sam(shallow_copy(sam_model), self.fast)  # the model's weights, fast twins
         self.reset_image()
 
     @property
@@ -153,7 +154,7 @@ class SamPredictor:
 
     def _encode(self, pixel_values: torch.Tensor) -> torch.Tensor:
         with self.fast.autocast(self.device):
-            features = self._image_encoder(pixel_values.to(self.model.dtype))
+            features = self._fast_model.image_encoder(pixel_values.to(self.model.dtype))
         return features.to(self.model.dtype)
 
     def get_image_embedding(self, image_index: int = 0) -> torch.Tensor:
@@ -294,14 +295,9 @@ class SamPredictor:
         self, image_embeddings: torch.Tensor, *, multimask_output: bool, **prompts: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The model's low-resolution logits and IoUs for prompt sets on `1 or B` image embeddings."""
-        if not self.fast.prompt_batch:
-            out = self.model(image_embeddings=image_embeddings, multimask_output=multimask_output, **prompts)
-            return out.low_res_logits, out.iou_predictions
-        model = self.model
-        sparse, dense = model.embed_prompts(**prompts)
-        pe = model.prompt_encoder.get_dense_pe()
         with self.fast.matmul(self.device):
-            return decode_prompt_batch(model.mask_decoder, image_embeddings, pe, sparse, dense, multimask_output)
+            out = self._fast_model(image_embeddings=image_embeddings, multimask_output=multimask_output, **prompts)
+        return out.low_res_logits, out.iou_predictions
 
     def _sizes(self, image_index: int) -> tuple[tuple[int, int], tuple[int, int]]:
         if not self.is_image_set:

@@ -82,7 +82,11 @@ class Encoder:
     ) -> None:
         check_count(batch_size, "batch_size")
         self.fast = fast or FastPath()
-        self.model = model.eval() if self.fast == PLAIN else prepare_align(model, self.fast)
+        if self.fast == PLAIN:
+            model.eval().fast = PLAIN  # the modules as they are, also for calls the model answers itself
+            self.model = model
+        else:
+            self.model = prepare_align(model, self.fast)
         self.processor = processor
         self.batch_size = batch_size
         self.workers = check_count(workers, "workers")
@@ -173,7 +177,7 @@ class Encoder:
             if not pending:
                 return
             pixels = torch.from_numpy(np.stack([p for _, p in pending])).to(self.device, self.dtype)
-            if self.fast.channels_last:
+            if self.fast.align.channels_last:
                 pixels = pixels.contiguous(memory_format=torch.channels_last)
             with self.fast.autocast(self.device):
                 embeds = self.model.encode_image(pixels, normalize=normalize).float().cpu()

@@ -220,8 +220,8 @@ class FusedEfficientNet(nn.Module):
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
         raise RuntimeError(
-            "A model prepared with FastPath(fuse=True) holds its image weights in oneDNN's layout and cannot "
-            "be saved; save the model before prepare_align, or prepare with FastPath(fuse=False)."
+            "A model prepared with FastPath.align.fuse holds its image weights in oneDNN's layout and cannot "
+            "be saved; save the model before prepare_align, or prepare with FastPath(align=AlignFast(fuse=False))."
         )
 
 

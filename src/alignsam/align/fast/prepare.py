@@ -1,36 +1,95 @@
-"""Fast-path preparation of an ALIGN model (see `alignsam.fast.FastPath`)."""
+"""`prepare_align`: swap ALIGN's fast twins into a model; `inference_twin`: a prepared view of a model.
+
+`prepare_align(model, fast)` changes the model in place (the encoder of the tools uses it: one copy of the
+weights). `inference_twin(model, fast)` leaves the model as it is and returns a prepared model that shares
+its text tower and holds a prepared copy of its image tower; `AlignModel` answers inference calls with it
+(eval mode, no autograd), so code written for transformers gets the fast paths without a call of ours.
+"""
 
 from __future__ import annotations
 
-import torch
+import copy
+from typing import Any, TypeVar
 
+import torch
+from torch import nn
+
+from alignsam.align.fast.bert import PackedBert
 from alignsam.align.fast.efficientnet import can_fuse, fuse_efficientnet
-from alignsam.align.modeling.align import AlignModel
+from alignsam.align.modeling.bert import Bert
 from alignsam.align.modeling.efficientnet import EfficientNet, MBConv, SqueezeExcite, fold_batchnorm
 from alignsam.fast import FastPath
+from alignsam.layers import shallow_copy
+
+M = TypeVar("M", bound=nn.Module)  # an AlignModel: this module never imports the model file (one load direction)
 
 
-def prepare_align(model: AlignModel, fast: FastPath) -> AlignModel:
-    """Apply `fast` to `model` in place and put it in eval mode; returns it. Not for training afterwards."""
+def prepare_align(model: M, fast: FastPath | None = None) -> M:
+    """Apply `fast` (default `FastPath()`) to `model` in place and put it in eval mode; returns it. The
+    image tower's weights are rewritten (batch norms folded), so the model is not for training afterwards;
+    `inference_twin` leaves the model as it is."""
+    fast = fast or FastPath()
+    options = fast.align
     model.eval()
-    net = model.vision_model.efficientnet
-    if fast.fold_batchnorm:
+    align: Any = model
+    net = align.vision_model.efficientnet
+    if options.fold_batchnorm:
         fold_batchnorm(net)
-    if fast.channels_last:
+    if options.channels_last:
         to_channels_last(net)
-    if fast.inplace:
+    if options.inplace:
         set_inplace(net)
-    if fast.fuse and fast.fold_batchnorm and not fast.compile and isinstance(net, EfficientNet) and can_fuse(net):
+    if options.fuse and options.fold_batchnorm and not fast.compile and isinstance(net, EfficientNet) and can_fuse(net):
         dtype = torch.bfloat16 if fast.precision == "bf16" else torch.float32
         fused = fuse_efficientnet(net, dtype)
-        setattr(model.vision_model, "efficientnet", fused)  # noqa: B010  (a stand-in, not an EfficientNet)
-    if fast.pack_text and not fast.compile:
-        model.text_model.bert.packed = True
-    if fast.compile:
-        # setattr: the compiled wrapper stands in for the module and forwards attribute access to it
-        setattr(model.vision_model, "efficientnet", torch.compile(net))  # noqa: B010
-        setattr(model.text_model, "bert", torch.compile(model.text_model.bert, dynamic=True))  # noqa: B010
+        align.vision_model.efficientnet = fused  # a stand-in, not an EfficientNet
+    bert = align.text_model.bert
+    if options.pack_text and not fast.compile and type(bert) is Bert:
+        align.text_model.bert = PackedBert.of(bert)
+    if fast.compile:  # the compiled wrapper stands in for the module and forwards attribute access to it
+        align.vision_model.efficientnet = torch.compile(net)
+        align.text_model.bert = torch.compile(align.text_model.bert, dynamic=True)
+    align.fast = FastPath.PLAIN  # the model is the fast one now: its calls need no twin
     return model
+
+
+def inference_twin(model: M, fast: FastPath) -> M:
+    """A prepared model for inference that leaves `model` untouched: it shares `model`'s parameters except
+    the image tower's, which it holds folded and fused (as much memory again as the image tower). Built
+    once and kept beside the model until its weights, device or dtype change."""
+    align: Any = model
+    key = _weights_key(align, fast)
+    cache = align.__dict__.get("_twin_cache")
+    if isinstance(cache, _TwinCache) and cache.key == key:
+        return cache.twin  # type: ignore[return-value]
+    twin = shallow_copy(align)
+    twin.text_model = shallow_copy(align.text_model)
+    twin.vision_model = shallow_copy(align.vision_model)
+    twin.vision_model.efficientnet = copy.deepcopy(align.vision_model.efficientnet)
+    with torch.no_grad():
+        prepare_align(twin, fast)  # sets the twin's own `fast` to PLAIN: it answers its calls itself
+    object.__setattr__(model, "_twin_cache", _TwinCache(key, twin))  # not a submodule: not saved
+    return twin
+
+
+class _TwinCache:
+    """The prepared twin and the weights it was made from; never copied or pickled with the model."""
+
+    def __init__(self, key: tuple[Any, ...], twin: nn.Module) -> None:
+        self.key, self.twin = key, twin
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> None:
+        return None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(None), ())
+
+
+def _weights_key(model: Any, fast: FastPath) -> tuple[Any, ...]:
+    """What the image tower's prepared copy depends on: the options and every tensor's identity and version
+    (an in-place update such as an optimiser step, `load_state_dict` or `.to()` changes it)."""
+    tensors = [*model.vision_model.parameters(), *model.vision_model.buffers()]
+    return (fast, *((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors))
 
 
 def set_inplace(net: torch.nn.Module) -> None:
@@ -45,8 +104,8 @@ def to_channels_last(net: torch.nn.Module) -> None:
     """Convolution weights in channels-last order, copying only those not already in it.
 
     `Module.to(memory_format=...)` copies every 4-D weight, even 1x1 and depthwise kernels whose layout is
-    channels-last already; for weights memory-mapped from a checkpoint that kept a second copy of most of
-    align-base's image tower (~250 MB) resident."""
+    channels-last already; for weights memory-mapped from a checkpoint that would keep a second copy of most
+    of the image tower resident."""
     with torch.no_grad():
         for param in net.parameters():
             if param.dim() == 4 and not param.is_contiguous(memory_format=torch.channels_last):

@@ -33,6 +33,7 @@ from alignsam.align.pretrained import (
     write_pretrained,
 )
 from alignsam.errors import ConfigError, InputError
+from alignsam.fast import FastPath
 from alignsam.io.hub import CacheDir
 from alignsam.io.resolve import ModelSource, Ref
 from alignsam.outputs import ModelOutput
@@ -220,6 +221,18 @@ class AlignModel(nn.Module):
         # Settings the checkpoint's folder recommends (file name -> JSON object, e.g. the demo's `regions.json`
         # for mask labels); filled by `from_pretrained`, written back by `save_pretrained`.
         self.recommended: dict[str, dict[str, Any]] = {}
+        # How inference calls run (eval mode, autograd off): through a prepared twin of this model with the
+        # fast paths of `alignsam.align.fast`; `FastPath.PLAIN` runs these modules as they are.
+        self.fast = FastPath()
+
+    def _inference_twin(self) -> AlignModel | None:
+        """The prepared twin that answers a call made for inference, or None (training, autograd on, or
+        `fast` is `FastPath.PLAIN`): the same numbers within the fast paths' tolerances, faster."""
+        if self.training or torch.is_grad_enabled() or self.fast == FastPath.PLAIN:
+            return None
+        from alignsam.align.fast.prepare import inference_twin
+
+        return inference_twin(self, self.fast)
 
     # --- the lean path --------------------------------------------------------------------------------
 
@@ -232,12 +245,20 @@ class AlignModel(nn.Module):
         normalize: bool = False,
     ) -> torch.Tensor:
         """Text embeddings, `B x D`: the projected [CLS] state (L2-normalised if `normalize`)."""
+        twin = self._inference_twin()
+        if twin is not None:
+            with self.fast.autocast(self.temperature.device, inference_mode=False):
+                return twin.encode_text(input_ids, attention_mask, token_type_ids, position_ids, normalize)
         first = self.text_model.bert.first_token(input_ids, attention_mask, token_type_ids, position_ids)
         embeds = self.text_projection(first)
         return F.normalize(embeds, dim=-1) if normalize else embeds
 
     def encode_image(self, pixel_values: torch.Tensor, normalize: bool = False) -> torch.Tensor:
         """Image embeddings, `B x D`: the pooled EfficientNet features (L2-normalised if `normalize`)."""
+        twin = self._inference_twin()
+        if twin is not None:
+            with self.fast.autocast(self.temperature.device, inference_mode=False):
+                return twin.encode_image(pixel_values, normalize)
         net = self.vision_model.efficientnet
         embeds = net.pool(net(pixel_values))
         return F.normalize(embeds, dim=-1) if normalize else embeds
@@ -283,6 +304,10 @@ class AlignModel(nn.Module):
             raise InputError("AlignModel.forward needs both input_ids and pixel_values.")
         if unused.get("return_dict") is False:
             raise InputError("return_dict=False is not supported; outputs also index like tuples.")
+        twin = self._inference_twin()
+        if twin is not None:
+            with self.fast.autocast(self.temperature.device, inference_mode=False):
+                return twin(input_ids, pixel_values, attention_mask, token_type_ids, position_ids, return_loss)
         vision = self.vision_model(pixel_values)
         text = self.text_model(input_ids, attention_mask, token_type_ids, position_ids)
         assert text.last_hidden_state is not None and vision.pooler_output is not None

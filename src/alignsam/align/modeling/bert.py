@@ -4,22 +4,17 @@ Attention goes through the project's one `attention` helper (`F.scaled_dot_produ
 query, key and value projections fused into one matrix multiply. Padding is a boolean key mask, so a batch
 padded to its longest text gives the same [CLS] state as one padded to 64 tokens.
 
-`Bert.first_token` returns the [CLS] states alone. With `packed` set (the `FastPath.pack_text` option,
-inference only) it runs every per-token step (projections, feed-forward, LayerNorms) on the real tokens
-only, packed into one `T x C` matrix, and spreads them back over the padded grid just for attention: the
-same numbers to float32 rounding, without the work on padding (64 label prompts padded to 13 tokens hold
-592 real tokens of 832).
+`Bert.first_token` returns the [CLS] states alone; its fast twin, `alignsam.align.fast.bert.PackedBert`,
+computes them on the real tokens only.
 """
 
 from __future__ import annotations
-
-from typing import cast
 
 import torch
 from torch import nn
 
 from alignsam.align.modeling.config import AlignTextConfig
-from alignsam.layers import attention, get_activation, merge_heads, needs_grad
+from alignsam.layers import attention, get_activation, merge_heads
 
 
 class BertEmbeddings(nn.Module):
@@ -103,20 +98,9 @@ class BertLayer(nn.Module):
         self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        return self._residuals(x, self.attn(x, mask))
+        return self.residuals(x, self.attn(x, mask))
 
-    def forward_packed(
-        self, tokens: torch.Tensor, where: torch.Tensor, grid: tuple[int, int], mask: torch.Tensor
-    ) -> torch.Tensor:
-        """The same layer on packed real tokens (`T x C`), which sit at the flat positions `where` of the
-        `B x L` grid (`grid`); padding is spread in as zeros for attention only (masked keys)."""
-        b, n = grid
-        qkv = self.attn.qkv(tokens)
-        spread = qkv.new_zeros(b * n, qkv.shape[1]).index_copy_(0, where, qkv).view(b, n, -1)
-        attended = self.attn.attend(spread, mask).reshape(b * n, -1).index_select(0, where)
-        return self._residuals(tokens, self.attn.proj(attended))
-
-    def _residuals(self, x: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
+    def residuals(self, x: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
         """Everything after attention, per token: both residual sums, the feed-forward and the norms."""
         x = self.norm1(x + self.dropout(attended))
         return self.norm2(x + self.dropout(self.mlp(x)))
@@ -141,7 +125,6 @@ class Bert(nn.Module):
         self.embeddings = BertEmbeddings(cfg)
         self.layers = nn.ModuleList([BertLayer(cfg) for _ in range(cfg.num_hidden_layers)])
         self.pooler = BertPooler(cfg)
-        self.packed = False  # first_token on real tokens only (inference fast path; see the module docstring)
 
     def forward(
         self,
@@ -171,23 +154,4 @@ class Bert(nn.Module):
         position_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The last hidden state of each text's first token ([CLS]), `B x C`; arguments as `forward`."""
-        keep = None if attention_mask is None else attention_mask.bool()
-        packable = (
-            self.packed
-            and keep is not None
-            and bool(keep[:, 0].all())  # a text whose first token is padding: nothing to pack around
-            and not self.training
-            and not needs_grad(*self.parameters())
-        )
-        if keep is None or not packable:
-            return self(input_ids, attention_mask, token_type_ids, position_ids)[:, 0]
-        x = self.embeddings(input_ids, token_type_ids, position_ids)
-        b, n, c = x.shape
-        where = keep.reshape(-1).nonzero().squeeze(1)  # flat grid positions of the real tokens, row by row
-        tokens = x.reshape(b * n, c).index_select(0, where)
-        mask = keep[:, None, None, :]
-        for layer in self.layers:
-            tokens = cast(BertLayer, layer).forward_packed(tokens, where, (b, n), mask)
-        lengths = keep.sum(1)
-        firsts = lengths.cumsum(0) - lengths  # each text's first real token in the packed order
-        return tokens.index_select(0, firsts)
+        return self(input_ids, attention_mask, token_type_ids, position_ids)[:, 0]

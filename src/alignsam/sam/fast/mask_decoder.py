@@ -3,7 +3,7 @@
 The plain decoder (`MaskDecoder`, as the official one) copies the image embedding for every prompt set and
 runs the two-way transformer on each copy: ten `hw x C` by `C x C/2` projections a prompt set (2.7 GFLOP
 for vit_b), although each set has only a handful of tokens. This path computes the same function
-(`FastPath.prompt_batch`, chosen by the caller) with fewer multiplies:
+(`FastPath.sam.prompt_batch`; `PromptBatchDecoder` stands in for the plain decoder) with fewer multiplies:
 
 - the first block's image side is the same for every prompt set (one image, no mask prompt), so its
   keys, values and image queries are projected once and the sets' tokens attend to them together;
@@ -16,9 +16,8 @@ for vit_b), although each set has only a handful of tokens. This path computes t
   they are (no transpose to a feature map), the hypernetworks' products per pixel;
 - prompt sets go through a few at a time (`CHUNK_BYTES`), so that large intermediates reuse heap memory.
 
-vit_b, 64 prompt sets on one image: 1.3-1.9 s against 5.4-5.7 s for the plain decoder (2 cores). The results
-equal the plain decoder's to float32 rounding (different sums, in a different order; tests: logits within
-1e-4, IoU predictions within 1e-5).
+The results equal the plain decoder's to float32 rounding (different sums, in a different order; tests:
+logits within 1e-4, IoU predictions within 1e-5); benchmarks/RESULTS.md has the speed.
 """
 
 from __future__ import annotations
@@ -29,12 +28,35 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from alignsam.layers import needs_grad, shallow_copy
 from alignsam.sam.modeling.mask_decoder import MaskDecoder, check_image_batch
 from alignsam.sam.modeling.transformer import Attention, TwoWayAttentionBlock
 
 CHUNK_BYTES = 8 << 20
 """Prompt sets decoded together: as many as keep one `hw x C` float tensor of theirs within this (2 for vit_b),
 so that the decoder's large intermediates are reused heap memory rather than fresh pages each time."""
+
+
+class PromptBatchDecoder(MaskDecoder):
+    """A `MaskDecoder` that decodes with `decode_prompt_batch` for inference (the plain path while training or
+    under autograd). Made from a built decoder with `PromptBatchDecoder.of(decoder)`, sharing its modules."""
+
+    @classmethod
+    def of(cls, decoder: MaskDecoder) -> PromptBatchDecoder:
+        return shallow_copy(decoder, cls)
+
+    def forward(
+        self,
+        image_embeddings: torch.Tensor,
+        image_pe: torch.Tensor,
+        sparse_prompt_embeddings: torch.Tensor,
+        dense_prompt_embeddings: torch.Tensor,
+        multimask_output: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        args = (image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings, multimask_output)
+        if self.training or needs_grad(*args[:4], *self.parameters()):
+            return super().forward(*args)
+        return decode_prompt_batch(self, *args)
 
 
 def decode_prompt_batch(
