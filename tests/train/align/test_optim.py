@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import struct
+import json
 
 import pytest
 import torch
@@ -10,7 +10,7 @@ import torch
 from alignsam.align import AlignModel
 from alignsam.train.align import Lamb, OptimConfig, learning_rate, train_wordpiece
 from alignsam.train.align.optim import build_optimizer, param_groups
-from alignsam.train.core.tensorboard import EventFileWriter, crc32c
+from alignsam.train.core.metrics import RunLog
 from tests.train.align.conftest import tiny_config
 
 
@@ -79,16 +79,22 @@ def test_wordpiece_vocabulary_from_captions():
     assert tok._tokenizer.token_to_id("[UNK]") not in ids
 
 
-def test_tensorboard_event_file(tmp_path):
-    assert crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
-    writer = EventFileWriter(tmp_path)
-    writer.add_scalar("train/loss", 1.5, step=7)
-    writer.close()
-    data = writer.path.read_bytes()
-    records = []
-    while data:
-        (length,) = struct.unpack("<Q", data[:8])
-        records.append(data[12 : 12 + length])
-        data = data[16 + length :]
-    assert b"brain.Event:2" in records[0]
-    assert b"train/loss" in records[1] and struct.pack("<f", 1.5) in records[1] and records[1][9:11] == b"\x10\x07"
+def test_run_log_writes_each_step_once_and_tensorboard_scalars(tmp_path):
+    """metrics.jsonl after a resume holds every step once (the rows past the checkpoint's step are dropped,
+    as is a line cut short by a kill); TensorBoard event files hold the scalars."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    log = RunLog(tmp_path, total_steps=6, start_step=0, desc="t", progress=False, tensorboard=True)
+    for step in (2, 4, 6):
+        log.log({"step": step, "loss": 1.0 / step}, scalars={"train/loss": 1.0 / step})
+    log.close()
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"step": 8, "lo')  # killed mid-write
+    RunLog(tmp_path, total_steps=6, start_step=4, desc="t", progress=False).log({"step": 6, "loss": 0.5})
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2, 4, 6] and rows[-1]["loss"] == 0.5
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    scalars = events.Scalars("train/loss")
+    assert [s.step for s in scalars] == [2, 4, 6]
+    assert scalars[1].value == pytest.approx(0.25)

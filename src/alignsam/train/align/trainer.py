@@ -22,9 +22,7 @@ a big batch only up to those statistics; `tests/train/test_step.py` checks the e
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
-import time
 from collections.abc import Iterable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
@@ -57,8 +55,8 @@ from alignsam.train.align.distributed import (
 )
 from alignsam.train.align.optim import build_optimizer
 from alignsam.train.core import checkpoint as ckpt
-from alignsam.train.core.schedule import learning_rate
-from alignsam.train.core.tensorboard import ScalarWriter, scalar_writer
+from alignsam.train.core.loop import Cadence, Clock, optimizer_step, set_learning_rate, training_state
+from alignsam.train.core.metrics import RunLog
 
 # Settings a resumed run must share with the run that wrote the checkpoint (the rest may change).
 _RESUME_INVARIANT = ("data", "model", "optim", "batch_size", "accum_steps", "precision", "local_loss", "seed")
@@ -287,28 +285,26 @@ class Trainer:
         cfg, device = self.config, self.world.device
         global_batch = cfg.batch_size * cfg.accum_steps * self.world.world_size
         trainable = [p for p in self.model.parameters() if p.requires_grad]
-        writer = scalar_writer(self.out / "tensorboard") if cfg.tensorboard and self.world.is_main else None
-        bar = self._progress_bar()
+        cadence = Cadence(cfg.steps, cfg.log_every, cfg.save_every, cfg.max_seconds)
+        log = RunLog(
+            self.out, total_steps=cfg.steps, start_step=self.step, desc="train", progress=cfg.progress,
+            tensorboard=cfg.tensorboard, main=self.world.is_main,
+        )  # fmt: skip
         self.model.train()
         for module in self.frozen:
             module.eval()
 
         batches = iter(self.loader)
-        start_step, start = self.step, time.perf_counter()
-        window_loss, window_steps, window_start = torch.zeros(()), 0, start
+        start_step, clock = self.step, Clock(cfg.max_seconds, self._agree)
+        window_loss, window_steps, window_start = torch.zeros(()), 0, 0.0
         metrics: dict[str, Any] = {}
         stop_early = False
         while self.step < cfg.steps and not stop_early:
-            lr = learning_rate(
-                self.step,
-                peak=cfg.optim.lr,
-                warmup=cfg.optim.warmup_steps,
-                total=cfg.steps,
-                schedule=cfg.optim.schedule,
-                final=cfg.optim.final_lr,
-            )
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
+            o = cfg.optim
+            lr = set_learning_rate(
+                self.optimizer, self.step, peak=o.lr, warmup=o.warmup_steps, total=cfg.steps, schedule=o.schedule,
+                final=o.final_lr,
+            )  # fmt: skip
             micro = [_to_device(next(batches), device, cfg.channels_last) for _ in range(cfg.accum_steps)]
             self.optimizer.zero_grad(set_to_none=True)
             loss = contrastive_step(
@@ -319,46 +315,39 @@ class Trainer:
                 label_smoothing=cfg.label_smoothing,
                 reduction=cfg.loss_reduction,
             )
-            if cfg.optim.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(trainable, cfg.optim.grad_clip)
-            self.optimizer.step()
+            optimizer_step(self.optimizer, trainable, o.grad_clip)
             with torch.no_grad():  # a temperature near 0 would blow the logits up
-                self.model.temperature.clamp_(min=cfg.optim.min_temperature, max=cfg.optim.max_temperature)
+                self.model.temperature.clamp_(min=o.min_temperature, max=o.max_temperature)
             self.step += 1
             self.history.append((self.step, float(loss)))
             window_loss, window_steps = window_loss + loss.cpu(), window_steps + 1
 
-            if cfg.max_seconds is not None:
-                stop_early = self._agree(time.perf_counter() - start > cfg.max_seconds)
-            if self.step % cfg.log_every == 0 or self.step == cfg.steps or stop_early:
-                now = time.perf_counter()
+            stop_early = clock.out_of_time()
+            if cadence.log_due(self.step) or stop_early:
+                now = clock.elapsed()
                 metrics = {
                     "step": self.step,
                     "loss": round(float(mean_over_ranks(window_loss / window_steps)), 6),
                     "lr": lr,
                     "temperature": round(float(self.model.temperature.detach()), 6),
                     "samples_per_second": round(window_steps * global_batch / (now - window_start), 2),
-                    "elapsed": round(now - start, 2),
+                    "elapsed": round(now, 2),
                     "data": self._data_counts(),
                 }
-                self._report(metrics, bar, writer)
+                self._report(metrics, log)
                 window_loss, window_steps, window_start = torch.zeros(()), 0, now
-            if cfg.save_every and self.step % cfg.save_every == 0 and self.step < cfg.steps:
+            if cadence.save_due(self.step):
                 self.save_checkpoint(metrics)
-            if bar is not None:
-                bar.update(1)
+            log.advance()
 
-        seconds = time.perf_counter() - start
+        seconds = clock.elapsed()
         if cfg.recalibrate_bn:
             recalibrate_batch_norm(
                 self.model, (_to_device(next(batches), device, cfg.channels_last) for _ in range(cfg.recalibrate_bn))
             )
         checkpoint = self.save_checkpoint(metrics)
         model_dir = self.export()
-        if bar is not None:
-            bar.close()
-        if writer is not None:
-            writer.close()
+        log.close()
         steps_run = self.step - start_step
         return {
             "out": str(self.out),
@@ -384,16 +373,9 @@ class Trainer:
         rng = all_gather_objects(ckpt.rng_state())
         path = ckpt.checkpoint_path(self.out, self.step)
         if self.world.is_main:
-            payload = {
-                "step": self.step,
-                "config": self.config.to_dict(),
-                "model_config": self.model.config.to_dict(),
-                "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "data": data,
-                "rng": rng,
-                "metrics": metrics or {},
-            }
+            payload = training_state(
+                self.step, self.config.to_dict(), self.model, self.optimizer, data=data, rng=rng, metrics=metrics or {}
+            )
             ckpt.save_checkpoint(path, payload, keep=self.config.keep_checkpoints)
         self._barrier()
         return path
@@ -428,35 +410,17 @@ class Trainer:
         if self.world.is_main:
             print(f"alignsam train: {message}", file=sys.stderr, flush=True)
 
-    def _progress_bar(self) -> Any:
-        if not (self.config.progress and self.world.is_main):
-            return None
-        from tqdm.auto import tqdm
-
-        return tqdm(
-            total=self.config.steps, initial=self.step, unit="step", file=sys.stderr, dynamic_ncols=True, smoothing=0.1
-        )
-
-    def _report(self, metrics: dict[str, Any], bar: Any, writer: ScalarWriter | None) -> None:
-        if not self.world.is_main:
-            return
-        with open(self.out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(metrics) + "\n")
+    def _report(self, metrics: dict[str, Any], log: RunLog) -> None:
         dropped = sum(metrics["data"].values())
-        if bar is not None:
-            bar.set_postfix(
-                loss=f"{metrics['loss']:.4f}",
-                lr=f"{metrics['lr']:.2e}",
-                T=f"{metrics['temperature']:.4f}",
-                sps=f"{metrics['samples_per_second']:.0f}",
-                dropped=dropped,
-                refresh=False,
-            )
-        if writer is not None:
-            for name in ("loss", "lr", "temperature", "samples_per_second"):
-                writer.add_scalar(f"train/{name}", metrics[name], metrics["step"])
-            writer.add_scalar("data/dropped", dropped, metrics["step"])
-            writer.flush()
+        postfix = {
+            "loss": f"{metrics['loss']:.4f}",
+            "lr": f"{metrics['lr']:.2e}",
+            "T": f"{metrics['temperature']:.4f}",
+            "sps": f"{metrics['samples_per_second']:.0f}",
+            "dropped": str(dropped),
+        }
+        scalars = {f"train/{name}": metrics[name] for name in ("loss", "lr", "temperature", "samples_per_second")}
+        log.log(metrics, postfix=postfix, scalars={**scalars, "data/dropped": dropped})
 
 
 def _to_device(batch: dict[str, Any], device: torch.device, channels_last: bool = False) -> dict[str, torch.Tensor]:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,8 @@ import torch
 from alignsam.sam.modeling.config import SamConfig
 from alignsam.sam.modeling.sam import SamModel
 from alignsam.train.core import checkpoint as ckpt
-from alignsam.train.core.schedule import learning_rate
+from alignsam.train.core.loop import Cadence, Clock, optimizer_step, set_learning_rate, training_state
+from alignsam.train.core.metrics import RunLog
 from alignsam.train.sam.cache import EmbeddingCache, cache_key
 from alignsam.train.sam.config import FinetuneConfig
 from alignsam.train.sam.data import open_dataset
@@ -236,17 +236,18 @@ class _Run:
     def fit(self) -> dict[str, Any]:
         config = self.config
         trainable = [p for p in self.model.parameters() if p.requires_grad]
-        started = time.perf_counter()
+        cadence = Cadence(config.steps, config.log_every, config.save_every, config.max_seconds)
+        log = RunLog(
+            self.out, total_steps=config.steps, start_step=self.step, desc="finetune-sam", progress=self.progress
+        )
+        clock = Clock(config.max_seconds)
         seen, history, last = 0, [], {}
-        bar = self._bar()
         stopped_early = False
         for raw in self._loader():
-            lr = learning_rate(
-                self.step, peak=config.lr, warmup=config.warmup, total=config.steps,
+            lr = set_learning_rate(
+                self.optimizer, self.step, peak=config.lr, warmup=config.warmup, total=config.steps,
                 schedule=config.schedule, final=config.final_lr,
             )  # fmt: skip
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
             batch = [item for item in raw if isinstance(item, Prepared)]
             for reason in (item for item in raw if isinstance(item, str)):
                 self.skipped[reason] = self.skipped.get(reason, 0) + 1
@@ -260,22 +261,19 @@ class _Run:
                     )
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                if config.grad_clip:
-                    stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip))
-                self.optimizer.step()
+                norm = optimizer_step(self.optimizer, trainable, config.grad_clip)
+                if norm is not None:
+                    stats["grad_norm"] = norm
                 seen += len(batch)
                 stats.update(loss=float(loss.detach()), lr=lr)
                 history.append(stats)
             self.step += 1
-            elapsed = time.perf_counter() - started
-            if history and (self.step % max(config.log_every, 1) == 0 or self.step == config.steps):
-                last = self._write_metrics(history, seen / max(elapsed, 1e-9))
+            if history and cadence.log_due(self.step):
+                last = self._write_metrics(history, seen / max(clock.elapsed(), 1e-9), log)
                 history = []
-                bar.set_postfix(loss=f"{last['loss']:.4f}", iou=f"{last.get('iou_box', 0):.3f}",
-                                lr=f"{lr:.2e}", img_s=f"{last['images_per_s']:.1f}")  # fmt: skip
-            bar.update(1)
-            out_of_time = config.max_seconds is not None and elapsed >= config.max_seconds
-            if (config.save_every and self.step % config.save_every == 0) or self.step == config.steps or out_of_time:
+            log.advance()
+            out_of_time = clock.out_of_time()
+            if cadence.save_due(self.step) or self.step == config.steps or out_of_time:
                 self._save(last)
             periodic = config.eval_every and self.step % config.eval_every == 0 and self.step < config.steps
             if periodic and config.val_data:  # the final evaluation follows the loop
@@ -284,14 +282,14 @@ class _Run:
                 stopped_early = True
                 self._log(f"stopping at step {self.step}: --max-seconds {config.max_seconds:g} reached")
                 break
-        bar.close()
+        log.close()
         model_dir = self.model.save_pretrained(self.out / "model")
         summary: dict[str, Any] = {
             "out": str(self.out),
             "model": str(model_dir),
             "steps": self.step,
             "stopped_early": stopped_early,
-            "seconds": round(time.perf_counter() - started, 1),
+            "seconds": round(clock.elapsed(), 1),
             "images_seen": seen,
             "skipped": self.skipped,
             "frozen_parameters": len(self.frozen),
@@ -302,36 +300,24 @@ class _Run:
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         return summary
 
-    def _bar(self) -> Any:
-        from tqdm.auto import tqdm
-
-        return tqdm(
-            total=self.config.steps, initial=self.step, desc="finetune-sam", unit="step",
-            disable=not self.progress, dynamic_ncols=True,
-        )  # fmt: skip
-
-    def _write_metrics(self, history: list[dict[str, float]], images_per_s: float) -> dict[str, Any]:
+    def _write_metrics(self, history: list[dict[str, float]], images_per_s: float, log: RunLog) -> dict[str, Any]:
         keys = sorted({k for h in history for k in h})
         row: dict[str, Any] = {"step": self.step}
         for k in keys:
             values = [h[k] for h in history if k in h]
             row[k] = round(sum(values) / len(values), 6)
         row["images_per_s"] = round(images_per_s, 2)
-        with open(self.out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
+        postfix = {
+            "loss": f"{row['loss']:.4f}", "iou": f"{row.get('iou_box', 0):.3f}", "lr": f"{row['lr']:.2e}",
+            "img_s": f"{row['images_per_s']:.1f}",
+        }  # fmt: skip
+        log.log(row, postfix=postfix)
         return row
 
     def _save(self, metrics: dict[str, Any]) -> None:
-        payload = {
-            "step": self.step,
-            "config": self.config.to_dict(),
-            "model_config": self.model.config.to_dict(),
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "rng": ckpt.rng_state(),
-            "metrics": metrics,
-            "skipped": self.skipped,
-        }
+        payload = training_state(
+            self.step, self.config.to_dict(), self.model, self.optimizer, metrics=metrics, skipped=self.skipped
+        )
         ckpt.save_checkpoint(ckpt.checkpoint_path(self.out, self.step), payload, keep=self.config.keep_checkpoints)
 
     def _evaluate(self, when: str) -> dict[str, Any]:
