@@ -27,11 +27,19 @@ _EXPORTS: dict[str, str] = {
     "SamPredictor": "alignsam.sam",
     "SamAutomaticMaskGenerator": "alignsam.sam",
     "mask_to_logits": "alignsam.sam",
+    "AmgConfig": "alignsam.sam",
+    # fast paths
+    "FastPath": "alignsam.fast",
+    "prepare_align": "alignsam.align.fast",
+    "prepare_sam": "alignsam.sam.fast",
+    # loading
+    "resolve_model": "alignsam.io.resolve",
     # errors
     "AlignSamError": "alignsam.errors",
     "CheckpointError": "alignsam.errors",
     "ImageError": "alignsam.errors",
     "InputError": "alignsam.errors",
+    "MissingDependencyError": "alignsam.errors",
     "ModelNotFoundError": "alignsam.errors",
     "PromptError": "alignsam.errors",
 }
@@ -64,12 +72,24 @@ if TYPE_CHECKING:
         AlignVisionConfig,
         AlignVisionModel,
     )
+    from alignsam.align.fast import prepare_align
     from alignsam.errors import (
         AlignSamError,
         CheckpointError,
         ImageError,
         InputError,
+        MissingDependencyError,
         ModelNotFoundError,
         PromptError,
     )
-    from alignsam.sam import SamAutomaticMaskGenerator, SamModel, SamPredictor, mask_to_logits, sam_model_registry
+    from alignsam.fast import FastPath
+    from alignsam.io.resolve import resolve_model
+    from alignsam.sam import (
+        AmgConfig,
+        SamAutomaticMaskGenerator,
+        SamModel,
+        SamPredictor,
+        mask_to_logits,
+        sam_model_registry,
+    )
+    from alignsam.sam.fast import prepare_sam

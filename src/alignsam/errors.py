@@ -37,3 +37,7 @@ class InputError(AlignSamError, ValueError):
 
 class OutputError(AlignSamError, OSError):
     """A result could not be written where the user asked (a folder, a read-only place, a full disk)."""
+
+
+class MissingDependencyError(AlignSamError, ImportError):
+    """An optional package a feature needs is not installed; the message names the extra to install."""

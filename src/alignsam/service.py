@@ -37,6 +37,7 @@ import numpy as np
 from alignsam.errors import AlignSamError, InputError
 from alignsam.fast import FastPath
 from alignsam.io.images import load_image_array
+from alignsam.presets import DEFAULT_MODELS
 from alignsam.validation import check_count, check_number
 
 DEFAULT_MAX_BODY = 64 * 1024 * 1024
@@ -47,8 +48,8 @@ class Service:
 
     def __init__(
         self,
-        model: str = "kakaobrain/align-base",
-        sam_model: str = "facebook/sam-vit-base",
+        model: str = DEFAULT_MODELS["align"],
+        sam_model: str = DEFAULT_MODELS["sam"],
         *,
         device: str = "cpu",
         fast: FastPath | None = None,

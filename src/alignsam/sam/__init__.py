@@ -8,7 +8,7 @@ predictor.set_image(image)                                            # H x W x 
 masks, scores, logits = predictor.predict(point_coords=[[500, 375]], point_labels=[1])
 """
 
-from alignsam.sam.automatic import SamAutomaticMaskGenerator
+from alignsam.sam.automatic import AmgConfig, SamAutomaticMaskGenerator
 from alignsam.sam.build import build_sam, build_sam_vit_b, build_sam_vit_h, build_sam_vit_l, sam_model_registry
 from alignsam.sam.modeling.config import (
     SAM_PRESETS,
@@ -31,6 +31,7 @@ from alignsam.sam.transforms import ResizeLongestSide
 
 __all__ = [
     "SAM_PRESETS",
+    "AmgConfig",
     "ImageEncoderConfig",
     "ImageEncoderViT",
     "MaskDecoder",

@@ -25,13 +25,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 from PIL import Image
 from tqdm import tqdm
 
 from alignsam import __version__
 from alignsam.errors import InputError
+from alignsam.io.optional import require
 from alignsam.io.rle import encode_rle
 from alignsam.synthetic.metadata import coyo_metadata
 from alignsam.synthetic.scenes import METADATA, WRITER, Scene, SceneGenerator
@@ -155,34 +154,34 @@ def _pair_record(scene: Scene, generator: SceneGenerator, key: str) -> dict[str,
     }
 
 
-_TABLE_SCHEMA: list[tuple[str, pa.DataType]] = [
-    ("key", pa.string()),
-    ("url", pa.string()),
-    ("caption", pa.string()),
-    ("status", pa.string()),
-    ("error_message", pa.string()),
-    ("width", pa.int32()),
-    ("height", pa.int32()),
-    ("original_width", pa.int32()),
-    ("original_height", pa.int32()),
-    ("clip_similarity_vitb32", pa.float64()),
-    ("clip_similarity_vitl14", pa.float64()),
-    ("watermark_score", pa.float64()),
-    ("aesthetic_score_laion_v2", pa.float64()),
-    ("nsfw_score_opennsfw2", pa.float64()),
-    ("nsfw_score_gantman", pa.float64()),
-    ("num_faces", pa.int32()),
-    ("text_length", pa.int32()),
-    ("word_count", pa.int32()),
-    ("image_phash", pa.string()),
-    ("clean_caption", pa.string()),
-    ("noise", pa.string()),
-    ("background", pa.string()),
-    ("seed", pa.int64()),
-    ("index", pa.int64()),
-    ("num_objects", pa.int32()),
-    ("labels", pa.string()),
-    ("objects", pa.string()),
+_TABLE_SCHEMA: list[tuple[str, str]] = [  # (column, pyarrow type)
+    ("key", "string"),
+    ("url", "string"),
+    ("caption", "string"),
+    ("status", "string"),
+    ("error_message", "string"),
+    ("width", "int32"),
+    ("height", "int32"),
+    ("original_width", "int32"),
+    ("original_height", "int32"),
+    ("clip_similarity_vitb32", "float64"),
+    ("clip_similarity_vitl14", "float64"),
+    ("watermark_score", "float64"),
+    ("aesthetic_score_laion_v2", "float64"),
+    ("nsfw_score_opennsfw2", "float64"),
+    ("nsfw_score_gantman", "float64"),
+    ("num_faces", "int32"),
+    ("text_length", "int32"),
+    ("word_count", "int32"),
+    ("image_phash", "string"),
+    ("clean_caption", "string"),
+    ("noise", "string"),
+    ("background", "string"),
+    ("seed", "int64"),
+    ("index", "int64"),
+    ("num_objects", "int32"),
+    ("labels", "string"),
+    ("objects", "string"),
 ]
 
 
@@ -190,8 +189,11 @@ def _write_table(
     rows: list[dict[str, Any]], path: Path, *, before: tuple[str, ...] = (), after: tuple[str, ...] = ()
 ) -> None:
     """A parquet file of `rows` with a fixed schema (img2dataset + COYO + ground truth, and extra string columns)."""
-    fields = [(name, pa.string()) for name in before] + _TABLE_SCHEMA + [(name, pa.string()) for name in after]
-    pq.write_table(pa.Table.from_pylist(rows, schema=pa.schema(fields)), path)
+    pa = require("pyarrow", "data", "Writing parquet tables")
+    pq = require("pyarrow.parquet", "data", "Writing parquet tables")
+    columns = [(name, "string") for name in before] + _TABLE_SCHEMA + [(name, "string") for name in after]
+    schema = pa.schema([(name, getattr(pa, kind)()) for name, kind in columns])
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
 
 
 def _tar_add(tar: tarfile.TarFile, name: str, data: bytes) -> None:

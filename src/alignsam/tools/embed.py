@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from alignsam.errors import InputError
+from alignsam.io.optional import require
 from alignsam.tools.encoder import Encoder, OnError, input_names
 from alignsam.validation import check_count
 
@@ -62,14 +63,14 @@ def export_embeddings(
     `embeddings.json` agree. Nothing in the folder changes until every input is embedded, and each file is
     written under a temporary name and renamed, so an interrupted run leaves the old embeddings whole.
     Other files in the folder are left alone."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    pa = require("pyarrow", "data", "Writing embedding tables")
+    pq = require("pyarrow.parquet", "data", "Writing embedding tables")
 
     if not images and not texts:
         raise InputError("Nothing to embed: pass images, texts, or both.")
     out = check_output_folder(out_dir, overwrite)
     summary: dict[str, Any] = {"model": model_name, "dim": encoder.model.config.projection_dim, "normalized": True}
-    tables: dict[str, pa.Table] = {}
+    tables: dict[str, Any] = {}  # file name -> pyarrow table
     vectors: dict[str, np.ndarray] = {}
     if images:
         done = encoder.encode_images(images, on_error=on_error)
@@ -109,7 +110,7 @@ def load_image_index(index_dir: str | os.PathLike[str]) -> tuple[torch.Tensor, l
     """The image vectors (`N x D` float32) and paths of an embedding folder written by `export_embeddings`;
     an `InputError` naming the file for a folder that is not one, a file that cannot be read, or vectors
     that are not a finite `N x D` matrix with one path per row."""
-    import pyarrow.parquet as pq
+    pq = require("pyarrow.parquet", "data", "Reading embedding tables")
 
     root = Path(index_dir)
     if not (root / "images.npy").is_file() or not (root / "images.parquet").is_file():

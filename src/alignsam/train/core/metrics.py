@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from alignsam.errors import ConfigError
 from alignsam.io.files import write_text_atomic
+from alignsam.io.optional import require
 
 
 class RunLog:
@@ -103,11 +103,7 @@ def _drop_rows_after(path: Path, step: int) -> None:
 
 
 def _summary_writer(folder: Path) -> Any:
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError as err:
-        raise ConfigError(
-            "TensorBoard scalars need the tensorboard package: "
-            'pip install "alignsam[train]" (or leave out --tensorboard).'
-        ) from err
+    require("tensorboard", "train", "TensorBoard scalars (--tensorboard)")
+    from torch.utils.tensorboard import SummaryWriter
+
     return SummaryWriter(str(folder))

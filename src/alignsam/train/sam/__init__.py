@@ -3,7 +3,7 @@
     from alignsam.train.sam import FinetuneConfig, finetune
     summary = finetune(FinetuneConfig(
         out="runs/sam-ft", train_data=("data/train/annotations.json",), val_data=("data/val",),
-        init="facebook/sam-vit-base", freeze=("image_encoder",), cache="disk", steps=2000, lr=1e-4,
+        init="vit_b", freeze=("image_encoder",), cache="disk", steps=2000, lr=1e-4,
     ))
 
 Data: COCO JSON (RLE or polygons) or folders of PNG masks (`data.py`); prompts simulated as in the SAM

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from alignsam.errors import InputError
+from alignsam.io.optional import require
 from alignsam.train.align.data.shards import iter_tar, shard_list
 
 IMAGE_FIELDS: tuple[str, ...] = ("jpg", "jpeg", "png", "webp", "bmp")
@@ -95,8 +96,7 @@ class WebDatasetSource:
         for shard in self.shards:
             sidecar = Path(shard).with_suffix(".parquet")
             if sidecar.is_file():  # img2dataset writes one beside each tar: no need to read the images
-                import pyarrow.parquet as pq
-
+                pq = require("pyarrow.parquet", "train", "Reading parquet captions")
                 column = pq.read_table(sidecar, columns=["caption"]).column("caption").to_pylist()
                 yield from (c for c in column if isinstance(c, str))
                 continue
@@ -198,8 +198,7 @@ def _read_rows(path: Path, image_key: str, caption_key: str) -> tuple[list[dict[
 def _read_table(path: Path, image_key: str, caption_key: str) -> list[dict[str, Any]]:
     suffix = path.suffix.lower()
     if suffix == ".parquet":
-        import pyarrow.parquet as pq
-
+        pq = require("pyarrow.parquet", "train", "Reading parquet tables")
         try:
             rows: list[dict[str, Any]] = pq.read_table(path).to_pylist()
         except Exception as err:  # pyarrow raises its own error types for damaged files
