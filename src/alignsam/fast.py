@@ -128,12 +128,11 @@ class OneDNNMatmul(TorchFunctionMode):
     - `F.scaled_dot_product_attention` on large problems (at least `BIG_ATTENTION` scores a head, as SAM's
       global attention): head by head, the scores from oneDNN (float32 sums), the mask added and the softmax
       taken in place, then oneDNN again.
-      - bfloat16: PyTorch's CPU flash attention is 2.4x slower on SAM vit_b's global attention (512 queries
-        against 4,096 keys, 12 heads: 57 ms against 24 ms) and keeps its scores in float32; the bfloat16 scores
-        here differ from float32 attention by ~1.4e-3 on average against flash attention's ~1.8e-4 (SAM's
-        masks: IoU to float32 in the benchmark).
-      - float32 (outside autocast): the same numbers to float32 rounding (4e-6), a vit_b global block 0.30 s
-        instead of flash attention's 0.42-0.45 s (2 cores).
+      - bfloat16: faster than PyTorch's CPU flash attention on SAM's global attention (which keeps its
+        scores in float32); the bfloat16 scores here differ from float32 attention by ~1.4e-3 on average
+        against flash attention's ~1.8e-4 (SAM's masks: IoU to float32 in the benchmark).
+      - float32 (outside autocast): the same numbers to float32 rounding (4e-6), faster than flash attention
+        on SAM's global blocks (benchmarks/RESULTS.md).
     """
 
     def __torch_function__(self, func, types, args=(), kwargs=None):

@@ -177,7 +177,7 @@ class Service:
         from alignsam.tools.masks import automatic_masks, sa1b
 
         image = self._image(body.get("image"))
-        config = AmgConfig.for_model(self.sam).replace(**{k: body[k] for k in _AMG_KEYS if k in body})
+        config = AmgConfig.for_model(self.sam).replace(**{k: body[k] for k in AmgConfig.fields() if k in body})
         generator = SamAutomaticMaskGenerator(self.sam, config=config, fast=self.fast)
         found = automatic_masks(generator, image)
         return sa1b("image", image.shape[:2], [m.annotation(i) for i, m in enumerate(found)])
@@ -205,15 +205,6 @@ class Service:
             raise InputError(f"An image is not valid base64: {err}") from err
 
 
-_AMG_KEYS = (
-    "points_per_side",
-    "points_per_batch",
-    "pred_iou_thresh",
-    "stability_score_thresh",
-    "box_nms_thresh",
-    "crop_n_layers",
-    "min_mask_region_area",
-)
 
 
 def _lists(body: dict[str, Any], key: str) -> list[Any]:

@@ -246,7 +246,7 @@ def run(args: argparse.Namespace) -> int:
     import os
 
     # OpenMP threads that spin while they wait collapse throughput when the cores are shared (DataLoader
-    # workers, other jobs): 4x slower on a busy 2-core machine. Must be set before torch starts OpenMP.
+    # workers, other jobs): passive waits leave the cores to whoever has work. Set before torch starts OpenMP.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from alignsam.train.align import train
 

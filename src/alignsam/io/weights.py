@@ -40,7 +40,7 @@ def _keep(tensor: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor
 def _no_init() -> Iterator[None]:
     """Make `torch.nn.init` functions no-ops for the duration. On meta tensors they would do no work anyway,
     but random fills there run through torch's reference decompositions, whose first use imports
-    `torch._dynamo` (about 1.5 s of start-up)."""
+    `torch._dynamo` (seconds of start-up)."""
     saved = {name: getattr(nn.init, name) for name in _INIT_FUNCTIONS}
     try:
         for name in saved:

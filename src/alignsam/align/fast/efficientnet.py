@@ -47,18 +47,16 @@ class FusedConv:
     """One convolution (batch norm already folded in) with its activation as a oneDNN post-op.
 
     oneDNN runs a convolution on weights in a blocked layout that it chooses for the input's shape; given
-    dense weights, it reorders them on every call (align-base at 289 px: ~22 ms of a 0.6 s batch of 8 for
-    all its convolutions). With `pack`, the weights are reordered once for the last input shape seen
-    (`torch.ops.mkldnn._reorder_convolution_weight`) and kept, beside the dense ones, until a call brings
-    another shape, for a second copy of 40 M of align-base's 62 M image weights (160 MB in float32); with the
-    tower outside torch function modes, its image features are 6-8% faster at batch 8 and 19% at batch 1.
-    The layout must be the one for that exact shape: weights laid out for batch 8 ran align-base bf16 at
-    batch 1 8x slower (0.74 s against 0.09 s).
+    dense weights, it reorders them on every call. With `pack`, the weights are reordered once for the last
+    input shape seen (`torch.ops.mkldnn._reorder_convolution_weight`) and kept, beside the dense ones, until a
+    call brings another shape: a second copy of the packed weights (40 M of align-base's 62 M image weights)
+    for no reorder per call (benchmarks/RESULTS.md has the gain). The layout must be the one for that exact
+    shape: weights laid out for one batch size run far slower at another.
 
     Residual projections (`add_into`) are not packed: their summing post-op can make oneDNN choose another
     layout than the one `_reorder_convolution_weight` returns (align-base's 3840 -> 640 projections at
     batch 1), and the convolution then converts the packed weights back on every call through a slow
-    generic reorder (43 ms each).
+    generic reorder.
 
     Args:
         conv: the convolution; its padding must be numeric (the towers pad asymmetric cases themselves).
@@ -115,7 +113,7 @@ def spatial_mean(x: torch.Tensor) -> torch.Tensor:
     """Mean over the spatial axes of a channels-last `B x C x H x W` map, `B x C`.
 
     For bfloat16 a matrix product with float32 accumulation (PyTorch's own bfloat16 mean copies the whole
-    map to float32 first, ~10x slower); float32 takes the plain mean."""
+    map to float32 first, a pass over the whole map); float32 takes the plain mean."""
     if x.dtype != torch.bfloat16 or not x.is_contiguous(memory_format=torch.channels_last):
         return x.mean((2, 3))
     b, c, h, w = x.shape
