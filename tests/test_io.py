@@ -277,3 +277,20 @@ def test_output_files_are_checked_early_and_written_whole(tmp_path, monkeypatch)
     with pytest.raises(OutputError, match="No space left"):
         write_text_atomic(nested, "new")
     assert nested.read_text() == "old" and sorted(p.name for p in nested.parent.iterdir()) == ["result.json"]
+
+
+def test_rle_bbox_equals_the_masks_extent():
+    from alignsam.io.rle import encode_uncompressed_rle, rle_bbox
+
+    rng = np.random.default_rng(3)
+    cases = [np.zeros((7, 9), bool), np.ones((5, 4), bool)]
+    for _ in range(200):
+        mask = np.zeros(tuple(rng.integers(1, 12, 2)), bool)
+        for _ in range(rng.integers(1, 4)):
+            y, x = rng.integers(0, mask.shape[0]), rng.integers(0, mask.shape[1])
+            mask[y : y + rng.integers(1, 6), x : x + rng.integers(1, 6)] = True
+        cases.append(mask)
+    for mask in cases:
+        rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+        want = [0, 0, 0, 0] if cols.size == 0 else [cols[0], rows[0], cols[-1] - cols[0] + 1, rows[-1] - rows[0] + 1]
+        assert rle_bbox(encode_uncompressed_rle(mask)) == [int(v) for v in want], mask

@@ -205,8 +205,6 @@ class Service:
             raise InputError(f"An image is not valid base64: {err}") from err
 
 
-
-
 def _lists(body: dict[str, Any], key: str) -> list[Any]:
     """`body[key]`, a list of lists (points, boxes; their numbers are checked where they are used), or []."""
     items = body.get(key, [])

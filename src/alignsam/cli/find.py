@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     def work(path, image):
         masks = automatic_masks(generator, image)
         matches = find(encoder, image, masks, query, top_k=args.top_k, style=style)
-        best = [masks[m["id"]].mask for m in matches[:1]]
+        best = [masks[m["id"]] for m in matches[:1]]
         return matches, best, [described.get("text", "match")] if best else None
 
     run = for_each_image(found.files, work, overlay_dir=args.overlay_dir, progress=not args.quiet)

@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     def work(path, image):
         masks = automatic_masks(generator, image)
         records = label_masks(encoder, image, masks, vocab, templates=args.templates, top_k=args.top_k, style=style)
-        return records, [m.mask for m in masks], [r["class_name"] for r in records]
+        return records, masks, [r["class_name"] for r in records]
 
     run = for_each_image(found.files, work, overlay_dir=args.overlay_dir, progress=not args.quiet)
     records, errors = run.records, run.errors

@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
 
     def work(path, image):
         masks = automatic_masks(generator, image)
-        return [m.annotation(i) for i, m in enumerate(masks)], [m.mask for m in masks], None
+        return [m.annotation(i) for i, m in enumerate(masks)], masks, None
 
     run = for_each_image(found.files, work, overlay_dir=args.overlay_dir, progress=not args.quiet)
     records, errors = run.records, run.errors

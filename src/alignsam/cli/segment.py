@@ -63,5 +63,5 @@ def run(args: argparse.Namespace) -> int:
     out["prompt"] = {"points": [list(p) for p in points], "boxes": [list(b) for b in args.box]}
     c.emit(args, out)  # first: a failed overlay write below does not lose the masks
     if args.overlay:
-        save_image(overlay(image, [masks[0].mask for masks in per_prompt]), args.overlay)  # each prompt's best mask
+        save_image(overlay(image, [masks[0] for masks in per_prompt]), args.overlay)  # each prompt's best mask
     return 0

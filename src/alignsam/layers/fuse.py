@@ -33,8 +33,8 @@ def prefault_for_writing(tensors: Iterable[torch.Tensor]) -> bool:
 
     Weights memory-mapped from a checkpoint are copy-on-write: scaling them in place otherwise takes one
     page fault per 4 KB page (align-base's image tower is 250 MB), where `madvise(MADV_POPULATE_WRITE)` makes
-    the pages writable in one call per tensor, a fraction of the cold start. Contents are unchanged either way (the kernel
-    copies each page as a write would); memory the process already owns is left as it is."""
+    the pages writable in one call per tensor, a fraction of the cold start. Contents are unchanged either way
+    (the kernel copies each page as a write would); memory the process already owns is left as it is."""
     madvise = _madvise()
     if madvise is None:
         return False

@@ -46,7 +46,11 @@ from alignsam.sam.predictor import SamPredictor
 from alignsam.validation import check_count, check_number
 
 POSTPROCESS_CHUNK = 16
-"""Masks resized together (each takes 4 MB at the 1024 px input size on the way)."""
+"""Masks resized to full size together, at most (each takes 4 MB at the 1024 px input size on the way)."""
+
+FULL_SIZE_BYTES = 64 << 20
+"""Full-size float32 logits made at once: on a large image fewer than `POSTPROCESS_CHUNK` masks (one for an image
+of 16 Mpx and more), so that memory does not grow with the number of masks (docs/tools.md, "Memory")."""
 
 OutputMode = Literal["binary_mask", "uncompressed_rle", "coco_rle"]
 
@@ -301,48 +305,68 @@ class SamAutomaticMaskGenerator:
         if self.pred_iou_thresh > 0.0:
             data.filter(data["iou_preds"] > self.pred_iou_thresh)
         # Only the masks that passed are brought to full size (the official code resizes every mask first;
-        # each mask is resized on its own, so the kept ones are the same either way).
-        data["masks"] = self._full_size(data["masks"])
+        # each mask is resized on its own, so the kept ones are the same either way), a few at a time: each
+        # chunk is scored, thresholded, boxed and run-length encoded before the next is made, so memory holds
+        # `full_size_chunk` full-size masks and the RLEs of the masks kept, whatever the image's size.
         threshold = self.predictor.model.mask_threshold
-        data["stability_score"] = calculate_stability_score(data["masks"], threshold, self.stability_score_offset)
-        if self.stability_score_thresh > 0.0:
-            data.filter(data["stability_score"] >= self.stability_score_thresh)
-        data["masks"] = data["masks"] > threshold
-        data["boxes"] = batched_mask_to_box(data["masks"])
-        keep = ~is_box_near_crop_edge(data["boxes"], crop_box, [0, 0, orig_w, orig_h])
-        if not torch.all(keep):
-            data.filter(keep)
-        data["rles"] = mask_to_rle_pytorch(uncrop_masks(data["masks"], crop_box, orig_h, orig_w))
+        scores, boxes, rles, kept = [], [], [], []
+        for start in range(0, len(data["iou_preds"]), self._chunk(orig_size)):
+            logits = self._full_size(data["masks"][start : start + self._chunk(orig_size)])
+            stability = calculate_stability_score(logits, threshold, self.stability_score_offset)
+            keep = stability >= self.stability_score_thresh if self.stability_score_thresh > 0.0 else None
+            if keep is not None:
+                logits, stability = logits[keep], stability[keep]
+            masks = logits > threshold
+            del logits
+            chunk_boxes = batched_mask_to_box(masks)
+            inside = ~is_box_near_crop_edge(chunk_boxes, crop_box, [0, 0, orig_w, orig_h])
+            index = torch.arange(start, start + len(inside))
+            if keep is not None:
+                index = torch.arange(start, start + len(keep))[keep]
+            scores.append(stability[inside])
+            boxes.append(chunk_boxes[inside])
+            rles.extend(mask_to_rle_pytorch(uncrop_masks(masks[inside], crop_box, orig_h, orig_w)))
+            kept.append(index[inside])
         del data["masks"]
+        data.filter(torch.cat(kept) if kept else torch.zeros(0, dtype=torch.long))
+        data["stability_score"] = torch.cat(scores) if scores else torch.zeros(0)
+        data["boxes"] = torch.cat(boxes) if boxes else torch.zeros(0, 4, dtype=torch.long)
+        data["rles"] = rles
         return data
 
+    @staticmethod
+    def _chunk(size: tuple[int, int]) -> int:
+        """Masks brought to full size together: as many as fit in `FULL_SIZE_BYTES` of float32 logits."""
+        return max(1, min(POSTPROCESS_CHUNK, FULL_SIZE_BYTES // (4 * size[0] * size[1])))
+
     def _full_size(self, low_res: torch.Tensor) -> torch.Tensor:
-        """`N x 256 x 256` low-resolution logits -> `N x H x W` logits at the crop's size, a few masks at a time."""
+        """`N x 256 x 256` low-resolution logits -> `N x H x W` logits at the crop's size."""
         im_size, input_size = self.predictor.original_sizes[0], self.predictor.input_sizes[0]
-        parts = [
-            self.predictor.model.postprocess_masks(chunk[:, None], input_size, im_size)[:, 0]
-            for chunk in low_res.split(POSTPROCESS_CHUNK)
-        ]
-        return torch.cat(parts) if parts else low_res.new_empty(0, *im_size)
+        if not len(low_res):
+            return low_res.new_empty(0, *im_size)
+        return self.predictor.model.postprocess_masks(low_res[:, None], input_size, im_size)[:, 0]
 
     @staticmethod
     def postprocess_small_regions(mask_data: MaskData, min_area: int, nms_thresh: float) -> MaskData:
         """Fill holes and drop islands below `min_area`, then NMS again preferring unchanged masks (in place)."""
         if len(mask_data["rles"]) == 0:
             return mask_data
-        new_masks, scores = [], []
+        # One mask at a time at full size: the cleaned masks are kept as RLEs, never all at once.
+        cleaned, box_rows, scores = [], [], []
         for rle in mask_data["rles"]:
             mask = rle_to_mask(rle)
             mask, changed_holes = remove_small_regions(mask, min_area, mode="holes")
             mask, changed_islands = remove_small_regions(mask, min_area, mode="islands")
-            new_masks.append(torch.as_tensor(mask).unsqueeze(0))
-            scores.append(float(not (changed_holes or changed_islands)))  # unchanged masks win the NMS
-        masks = torch.cat(new_masks, dim=0)
-        boxes = batched_mask_to_box(masks)
+            changed = changed_holes or changed_islands
+            as_tensor = torch.as_tensor(mask).unsqueeze(0)
+            box_rows.append(batched_mask_to_box(as_tensor)[0])
+            cleaned.append(mask_to_rle_pytorch(as_tensor)[0] if changed else rle)
+            scores.append(float(not changed))  # unchanged masks win the NMS
+        boxes = torch.stack(box_rows)
         keep = batched_nms(boxes.float(), torch.as_tensor(scores), torch.zeros(len(boxes)), iou_threshold=nms_thresh)
         for i in keep.tolist():
             if scores[i] == 0.0:
-                mask_data["rles"][i] = mask_to_rle_pytorch(masks[i].unsqueeze(0))[0]
+                mask_data["rles"][i] = cleaned[i]
                 mask_data["boxes"][i] = boxes[i]
         mask_data.filter(keep)
         return mask_data

@@ -69,36 +69,53 @@ def crop_style(encoder: Encoder, context: float | None = None, background: Backg
     return CropStyle(**{**encoder.crop_defaults, **given})
 
 
+MAX_CROP_SIDE = 2048
+"""Crops larger than this are made at this size (the model sees a few hundred pixels anyway), so that a mask
+covering a large image costs a bounded crop, not a copy of the image several times over."""
+
+
 def prepare_crop(image: np.ndarray, mask: np.ndarray, style: CropStyle | None = None) -> Image.Image:
-    """The crop of `image` (`H x W x 3` uint8) that represents `mask` (`H x W` bool); see the module doc."""
+    """The crop of `image` (`H x W x 3` uint8) that represents `mask` (`H x W` bool); see the module doc.
+    Crops whose square side exceeds `MAX_CROP_SIDE` are scaled down to it as they are made."""
     style = style or CropStyle()
-    ys, xs = np.nonzero(mask)
-    if xs.size == 0:
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    if cols.size == 0:
         raise InputError("Cannot crop an empty mask.")
-    cx, cy = float(xs.min() + xs.max() + 1) / 2, float(ys.min() + ys.max() + 1) / 2
-    side = max(int(np.ceil(max(xs.max() - xs.min() + 1, ys.max() - ys.min() + 1) * style.context)), 2)
+    cx, cy = float(cols[0] + cols[-1] + 1) / 2, float(rows[0] + rows[-1] + 1) / 2
+    side = max(int(np.ceil(max(cols[-1] - cols[0] + 1, rows[-1] - rows[0] + 1) * style.context)), 2)
     x0, y0 = round(cx - side / 2), round(cy - side / 2)
     h, w = mask.shape
     # the square, with out-of-image parts filled; indices into the image clipped to its extent
     sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x0 + side, w), min(y0 + side, h)
+    pixels, inside = image[sy0:sy1, sx0:sx1], mask[sy0:sy1, sx0:sx1]
+    scale = min(1.0, MAX_CROP_SIDE / side)
+    if scale < 1.0:  # made at the capped size: the image part resampled, the mask part nearest
+        out = (max(1, round((sx1 - sx0) * scale)), max(1, round((sy1 - sy0) * scale)))
+        pixels = np.asarray(Image.fromarray(np.ascontiguousarray(pixels)).resize(out, Image.Resampling.BILINEAR))
+        inside = np.asarray(Image.fromarray(inside).resize(out, Image.Resampling.NEAREST))
+        side = MAX_CROP_SIDE
+        ox, oy = min(round((sx0 - x0) * scale), side - out[0]), min(round((sy0 - y0) * scale), side - out[1])
+    else:
+        ox, oy = sx0 - x0, sy0 - y0
     crop = np.full((side, side, 3), GRAY, np.uint8)
-    inside = np.zeros((side, side), bool)
-    crop[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = image[sy0:sy1, sx0:sx1]
-    inside[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = mask[sy0:sy1, sx0:sx1]
+    covered = np.zeros((side, side), bool)
+    crop[oy : oy + pixels.shape[0], ox : ox + pixels.shape[1]] = pixels
+    covered[oy : oy + inside.shape[0], ox : ox + inside.shape[1]] = inside
     if style.background == "gray":
-        crop[~inside] = GRAY
+        crop[~covered] = GRAY
     elif style.background == "blur":
         blurred = np.asarray(Image.fromarray(crop).filter(ImageFilter.GaussianBlur(radius=max(side / 20, 1.0))))
-        crop = np.where(inside[..., None], crop, blurred)
+        crop = np.where(covered[..., None], crop, blurred)
     return Image.fromarray(crop)
 
 
 def embed_masks(encoder: Encoder, image: np.ndarray, masks: Sequence[Mask], style: CropStyle) -> torch.Tensor:
-    """L2-normalised ALIGN embeddings of the masks' prepared crops, `M x D`."""
+    """L2-normalised ALIGN embeddings of the masks' prepared crops, `M x D`. The crops are made one at a
+    time as the encoder takes them (a few ahead), each mask decoded only for its own crop."""
     if not masks:
         return torch.empty(0, encoder.model.config.projection_dim)
-    crops = [prepare_crop(image, m.mask, style) for m in masks]
-    return encoder.encode_images(crops, on_error="raise").embeds
+    crops = (prepare_crop(image, m.mask, style) for m in masks)
+    return encoder.encode_images(crops, on_error="raise", total=len(masks)).embeds
 
 
 def label_masks(

@@ -4,7 +4,6 @@ layout (COCO RLE), and drawn as an overlay a person can look at."""
 from __future__ import annotations
 
 import colorsys
-import dataclasses
 import numbers
 from collections.abc import Sequence
 from typing import Any
@@ -12,38 +11,66 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from alignsam.io.rle import encode_rle
+from alignsam.io.rle import Rle, compress_rle, decode_rle, encode_uncompressed_rle, rle_area, rle_bbox
 from alignsam.sam.automatic import SamAutomaticMaskGenerator
 from alignsam.sam.predictor import SamPredictor
 
 
-@dataclasses.dataclass
 class Mask:
-    """One mask with what SAM said about it. `mask`: `H x W` bool."""
+    """One mask with what SAM said about it.
 
-    mask: np.ndarray
-    predicted_iou: float
-    stability_score: float | None = None
-    point_coords: list[list[float]] | None = None
-    crop_box: list[int] | None = None
+    The mask is kept as an uncompressed RLE (`rle`), so that the many masks of a large image take memory in
+    proportion to their outlines, not to the image; `mask` decodes it (`H x W` bool) when a tool needs the
+    pixels, one mask at a time. `Mask(array, ...)` takes a boolean `H x W` array, `Mask.from_rle` an RLE.
+    """
+
+    def __init__(
+        self,
+        mask: np.ndarray,
+        predicted_iou: float,
+        stability_score: float | None = None,
+        point_coords: list[list[float]] | None = None,
+        crop_box: list[int] | None = None,
+    ) -> None:
+        mask = np.asarray(mask, dtype=bool)
+        self.rle: Rle = encode_uncompressed_rle(mask)
+        self.bbox = _bbox(mask)
+        self.area = int(mask.sum())
+        self.predicted_iou, self.stability_score = predicted_iou, stability_score
+        self.point_coords, self.crop_box = point_coords, crop_box
+
+    @classmethod
+    def from_rle(
+        cls,
+        rle: Rle,
+        predicted_iou: float,
+        stability_score: float | None = None,
+        point_coords: list[list[float]] | None = None,
+        crop_box: list[int] | None = None,
+    ) -> Mask:
+        """A mask from an uncompressed RLE (the automatic generator's records)."""
+        out = cls.__new__(cls)
+        out.rle, out.bbox, out.area = rle, rle_bbox(rle), rle_area(rle)
+        out.predicted_iou, out.stability_score = predicted_iou, stability_score
+        out.point_coords, out.crop_box = point_coords, crop_box
+        return out
 
     @property
-    def bbox(self) -> list[int]:
-        """XYWH of the mask's extent (all zeros for an empty mask)."""
-        ys, xs = np.nonzero(self.mask)
-        if xs.size == 0:
-            return [0, 0, 0, 0]
-        return [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
+    def mask(self) -> np.ndarray:
+        """The mask's pixels, `H x W` bool (decoded on each access)."""
+        return decode_rle(self.rle)
 
     @property
-    def area(self) -> int:
-        return int(self.mask.sum())
+    def size(self) -> tuple[int, int]:
+        """(H, W) of the image the mask belongs to."""
+        h, w = self.rle["size"]
+        return int(h), int(w)
 
     def annotation(self, index: int) -> dict[str, Any]:
         """The SA-1B annotation record: segmentation as COCO RLE, bbox XYWH, area, scores."""
         out: dict[str, Any] = {
             "id": index,
-            "segmentation": encode_rle(self.mask),
+            "segmentation": compress_rle(self.rle),
             "bbox": self.bbox,
             "area": self.area,
             "predicted_iou": round(float(self.predicted_iou), 6),
@@ -57,12 +84,20 @@ class Mask:
         return out
 
 
+def _bbox(mask: np.ndarray) -> list[int]:
+    """XYWH of a mask's extent (all zeros for an empty mask)."""
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    if cols.size == 0:
+        return [0, 0, 0, 0]
+    return [int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)]
+
+
 def automatic_masks(generator: SamAutomaticMaskGenerator, image: np.ndarray) -> list[Mask]:
-    """Every mask the automatic generator finds in an `H x W x 3` image, largest first."""
-    generator.output_mode = "binary_mask"
+    """Every mask the automatic generator finds in an `H x W x 3` image, largest first (kept as RLEs)."""
+    generator.output_mode = "uncompressed_rle"
     records = generator.generate(image)
     masks = [
-        Mask(r["segmentation"], r["predicted_iou"], r["stability_score"], r["point_coords"], r["crop_box"])
+        Mask.from_rle(r["segmentation"], r["predicted_iou"], r["stability_score"], r["point_coords"], r["crop_box"])
         for r in records
     ]
     return sorted(masks, key=lambda m: -m.area)
@@ -140,29 +175,40 @@ def colour(index: int) -> tuple[int, int, int]:
 
 
 def overlay(
-    image: np.ndarray, masks: Sequence[np.ndarray], labels: Sequence[str] | None = None, alpha: float = 0.45
+    image: np.ndarray, masks: Sequence[Mask | np.ndarray], labels: Sequence[str] | None = None, alpha: float = 0.45
 ) -> Image.Image:
-    """The image with each mask tinted in its own colour and outlined, and optional labels on top."""
-    canvas = image.astype(np.float32).copy()
-    for i, mask in enumerate(masks):
+    """The image with each mask tinted in its own colour and outlined, and optional labels on top.
+
+    Masks are drawn one at a time within their boxes, so memory holds the image and one mask."""
+    canvas = np.ascontiguousarray(image, dtype=np.uint8).copy()
+    centres: list[tuple[int, int] | None] = []
+    for i, item in enumerate(masks):
+        mask = item.mask if isinstance(item, Mask) else np.asarray(item, dtype=bool)
+        x, y, w, h = item.bbox if isinstance(item, Mask) else _bbox(mask)
+        if w == 0 or h == 0:
+            centres.append(None)
+            continue
+        # the box grown by one pixel, so that the outline test sees the pixels around the mask
+        y0, x0, y1, x1 = max(y - 1, 0), max(x - 1, 0), min(y + h + 1, mask.shape[0]), min(x + w + 1, mask.shape[1])
+        part, region = mask[y0:y1, x0:x1], canvas[y0:y1, x0:x1]
         c = np.array(colour(i), np.float32)
-        canvas[mask] = (1 - alpha) * canvas[mask] + alpha * c
-        inner = mask.copy()
-        inner[1:, :] &= mask[:-1, :]
-        inner[:-1, :] &= mask[1:, :]
-        inner[:, 1:] &= mask[:, :-1]
-        inner[:, :-1] &= mask[:, 1:]
-        canvas[mask & ~inner] = c  # outline
-    out = Image.fromarray(canvas.clip(0, 255).astype(np.uint8))
+        region[part] = ((1 - alpha) * region[part] + alpha * c).clip(0, 255).astype(np.uint8)
+        inner = part.copy()
+        inner[1:, :] &= part[:-1, :]
+        inner[:-1, :] &= part[1:, :]
+        inner[:, 1:] &= part[:, :-1]
+        inner[:, :-1] &= part[:, 1:]
+        region[part & ~inner] = c.astype(np.uint8)  # outline
+        ys, xs = np.nonzero(part)
+        centres.append((int(xs.mean()) + x0, int(ys.mean()) + y0))
+    out = Image.fromarray(canvas)
     if labels:
         draw = ImageDraw.Draw(out)
         font = ImageFont.load_default()
-        for i, (mask, text) in enumerate(zip(masks, labels, strict=True)):
-            ys, xs = np.nonzero(mask)
-            if xs.size == 0 or not text:
+        for i, (centre, text) in enumerate(zip(centres, labels, strict=True)):
+            if centre is None or not text:
                 continue
-            x, y = int(xs.mean()), int(ys.mean())
-            left, top, right, bottom = draw.textbbox((x, y), text, font=font, anchor="mm")
+            left, top, right, bottom = draw.textbbox(centre, text, font=font, anchor="mm")
             draw.rectangle((left - 2, top - 1, right + 2, bottom + 1), fill=(0, 0, 0))
-            draw.text((x, y), text, fill=colour(i), font=font, anchor="mm")
+            draw.text(centre, text, fill=colour(i), font=font, anchor="mm")
     return out

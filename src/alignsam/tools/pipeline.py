@@ -13,9 +13,9 @@ import numpy as np
 from alignsam.errors import AlignSamError
 from alignsam.io.files import ensure_output_folder
 from alignsam.io.images import load_image_array, save_image
-from alignsam.tools.masks import overlay, sa1b
+from alignsam.tools.masks import Mask, overlay, sa1b
 
-Work = Callable[[Path, np.ndarray], tuple[list[dict[str, Any]], Sequence[np.ndarray], Sequence[str] | None]]
+Work = Callable[[Path, np.ndarray], tuple[list[dict[str, Any]], Sequence[Mask | np.ndarray], Sequence[str] | None]]
 """`work(path, H x W x 3 image)` -> (its annotations, the masks to draw on its overlay, their labels or None)."""
 
 
