@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from alignsam.io.images import BYTES_PER_PIXEL, DEFAULT_MAX_PIXELS, IMAGE_MEMORY
 from alignsam.sam import SamModel
 from alignsam.sam.automatic import SamAutomaticMaskGenerator
 from alignsam.synthetic import SceneConfig, SceneGenerator
@@ -22,9 +23,6 @@ from alignsam.tools.mask_labels import MAX_CROP_SIDE, CropStyle, prepare_crop
 from alignsam.tools.masks import Mask, automatic_masks, overlay
 
 ROOT = Path(__file__).resolve().parents[2]
-BYTES_PER_PIXEL = 24
-"""The documented bound of the per-image memory of `masks`, `label-masks` and `find` (docs/tools.md); the
-largest image the guard admits (179 Mpx) then needs 4 GiB besides the model."""
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +43,8 @@ def _peak_of(command: list[str], limit_gb: float) -> tuple[int, int, str]:
         import resource, sys
         import numpy as np
         from alignsam.cli import main
-        from alignsam.sam import SamModel
+        from alignsam.io.images import BYTES_PER_PIXEL, DEFAULT_MAX_PIXELS, IMAGE_MEMORY
+from alignsam.sam import SamModel
         SamModel.from_pretrained("demo")  # the libraries and the model, before the image
         main(["masks", "--sam-model", "demo", "-q", "-o", sys.argv[1] + ".small.json", sys.argv[2]])
         base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -130,3 +129,8 @@ def test_large_crops_are_made_at_the_capped_size():
     small = np.asarray(prepare_crop(image[::10, ::10], mask[::10, ::10], CropStyle(context=1.2)))
     assert small.shape == (360, 360, 3)  # below the cap: the exact square, as before
     assert resource.RLIMIT_DATA  # the limit the subprocess test uses exists on this platform
+
+
+def test_the_guard_is_set_from_the_bound():
+    assert DEFAULT_MAX_PIXELS * BYTES_PER_PIXEL <= IMAGE_MEMORY == 4 << 30
+    assert DEFAULT_MAX_PIXELS == 178_956_970

@@ -27,7 +27,12 @@ from alignsam.io.files import check_output_file, write_atomic
 
 ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]  # noqa: UP007 (runtime alias, py3.10)
 
-DEFAULT_MAX_PIXELS = 178_956_970  # PIL's own decompression-bomb limit
+IMAGE_MEMORY = 4 << 30
+"""What one image may cost the mask tools besides the model (docs/tools.md, "Memory on large images")."""
+BYTES_PER_PIXEL = 24
+"""The measured bound of the mask tools' memory per image pixel (tests/tools/test_memory.py)."""
+DEFAULT_MAX_PIXELS = IMAGE_MEMORY // BYTES_PER_PIXEL
+"""Larger images are refused before decoding: 178,956,970 pixels (PIL's own decompression-bomb limit too)."""
 _PIL_LIMIT_LOCK = threading.Lock()
 
 
