@@ -8,7 +8,13 @@ from __future__ import annotations
 
 
 class AlignSamError(Exception):
-    """Base class of the errors that carry a message for the user."""
+    """Base class of the errors that carry a message for the user.
+
+    `exit_code` is what the command line exits with: 1 (the work could not be done) unless the user's own
+    request is at fault (2, a usage error, as for options argparse refuses).
+    """
+
+    exit_code = 1
 
 
 class ModelNotFoundError(AlignSamError, FileNotFoundError):
@@ -28,11 +34,19 @@ class ImageError(AlignSamError, ValueError):
 
 
 class PromptError(AlignSamError, ValueError):
-    """A SAM prompt is invalid (empty, outside the image, malformed box or mask)."""
+    """A SAM prompt is invalid (empty, malformed point, box or mask); a usage error on the command line."""
+
+    exit_code = 2
 
 
 class InputError(AlignSamError, ValueError):
     """Any other invalid input: an empty label list, an empty text list, a bad argument value."""
+
+
+class UsageError(InputError):
+    """Options that do not go together or miss their partner (the command line exits 2, as for argparse)."""
+
+    exit_code = 2
 
 
 class OutputError(AlignSamError, OSError):

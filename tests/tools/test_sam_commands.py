@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -119,6 +120,7 @@ def test_segment_prompts(capsys, tiny_sam_dir, photo_path, tmp_path):
 
 
 def test_segment_bad_prompts(capsys, tiny_sam_dir, photo_path):
+    """A malformed prompt is a usage error: one line, exit code 2, as for options argparse refuses."""
     sam = ["--sam-model", str(tiny_sam_dir), "-q"]
     for argv, message in [
         (["--point", "500,10"], "outside"),
@@ -128,10 +130,11 @@ def test_segment_bad_prompts(capsys, tiny_sam_dir, photo_path):
         ([], "at least one"),
     ]:
         code, out, err = run_cli(capsys, "segment", str(photo_path), *argv, *sam)
-        assert code == 1 and out is None and message in err and "Traceback" not in err, (argv, err)
-    with pytest.raises(SystemExit):
+        assert code == 2 and out is None and message in err and "Traceback" not in err, (argv, err)
+    with pytest.raises(SystemExit) as exited:
         main_args = ["segment", str(photo_path), "--point", "1,2,3,4", *sam]
         run_cli(capsys, *main_args)
+    assert exited.value.code == 2
 
 
 def test_label_masks_equals_classify_on_the_prepared_crop(capsys, tiny_align_dir, tiny_sam_dir, photo_path, tmp_path):
@@ -157,38 +160,51 @@ def test_label_masks_equals_classify_on_the_prepared_crop(capsys, tiny_align_dir
 
 
 def test_find_text_equals_argmax_of_crop_similarity(capsys, tiny_align_dir, tiny_sam_dir, photo_path, tmp_path):
-    args = [*models(tiny_align_dir, tiny_sam_dir), *AMG, "--templates", "none"]
+    """find ranks masks by their crop's similarity to the text; a mask's probability is the text's among
+    the model's vocabulary on its crop, and it matches when the text wins there."""
+    words = ["sky", "grass", "a red car"]
+    model = tmp_path / "model"
+    shutil.copytree(tiny_align_dir, model)
+    (model / "vocabulary.json").write_text(
+        json.dumps({"tags": [*words, "A White  Helmet"]})
+    )  # the text itself: left out
+    args = [*models(model, tiny_sam_dir), *AMG, "--templates", "none"]
     code, out, _ = run_cli(capsys, "find", str(photo_path), "--text", "a white helmet", "--top-k", "100", *args)
     assert code == 0
-    matches = out["images"][0]["annotations"]
+    record = out["images"][0]
+    matches = record["annotations"]
     assert len(matches) >= 4  # several candidates, so the ranking means something
     assert [m["rank"] for m in matches] == list(range(len(matches)))
     assert [m["score"] for m in matches] == sorted((m["score"] for m in matches), reverse=True)
-    assert sum(m["probability"] for m in matches) == pytest.approx(1.0, abs=1e-3)  # every mask is listed
+    assert record["matched"] == any(m["matches"] for m in matches)
     image = np.asarray(Image.open(photo_path).convert("RGB"))
     crops = []
     for m in matches:
         crops.append(tmp_path / f"crop{m['id']}.png")
         prepare_crop(image, decode_rle(m["segmentation"])).save(crops[-1])
+    texts = ["text:a white helmet", *(f"text:{w}" for w in words)]
     code, sim, _ = run_cli(
-        capsys,
-        "similarity",
-        "--rows",
-        *map(str, crops),
-        "--cols",
-        "text:a white helmet",
-        "--model",
-        str(tiny_align_dir),
-        "-q",
+        capsys, "similarity", "--rows", *map(str, crops), "--cols", *texts, "--model", str(model), "-q"
     )
-    best = int(np.argmax(np.array(sim["cosine"])[:, 0]))
+    cosine = np.array(sim["cosine"])  # crops x (text, words)
+    best = int(np.argmax(cosine[:, 0]))
     assert os.path.basename(sim["rows"][best]) == f"crop{matches[0]['id']}.png"
+    logits = 10.0 * cosine  # the tiny model's logit scale (temperature 0.1)
+    expected = np.exp(logits[:, 0]) / np.exp(logits).sum(1)
+    for m, p, row in zip(matches, expected, cosine, strict=True):
+        assert m["probability"] == pytest.approx(float(p), abs=2e-3)
+        assert m["matches"] == bool(row[0] >= row[1:].max())
     code, out, _ = run_cli(
-        capsys, "find", str(photo_path), "--ref-image", str(photo_path), "--ref-box", "100,30,300,200", *args
-    )
-    assert code == 0 and len(out["images"][0]["annotations"]) == 3
+        capsys, "find", str(photo_path), "--ref-image", str(photo_path), "--ref-box", "100,30,300,200",
+        "--top-k", "100", *args,
+    )  # fmt: skip
+    regions = out["images"][0]["annotations"]
+    assert code == 0 and len(regions) == len(matches)
+    assert sum(m["probability"] for m in regions) < 1.0  # the rest is the chance that nothing is the region
     code, _, err = run_cli(capsys, "find", str(photo_path), "--ref-image", str(photo_path), *args)
-    assert code == 1 and "--ref-box" in err
+    assert code == 2 and "--ref-box" in err
+    code, _, err = run_cli(capsys, "find", str(photo_path), "--text", "x", "--ref-box", "0,0,9,9", *args)
+    assert code == 2 and "--ref-image" in err
     code, _, err = run_cli(
         capsys, "find", str(photo_path), "--ref-image", str(photo_path), "--ref-box", "0,0,900,10", *args
     )
@@ -198,8 +214,8 @@ def test_find_text_equals_argmax_of_crop_similarity(capsys, tiny_align_dir, tiny
 def test_sam_commands_as_subprocesses(tiny_align_dir, tiny_sam_dir, photo_path):
     code, out, err = run_subprocess("masks", str(photo_path), "--sam-model", str(tiny_sam_dir), *AMG, "--device", "cpu")
     assert code == 0 and out["num_images"] == 1 and "Traceback" not in err
-    code, out, err = run_subprocess("segment", str(photo_path), "--point", "9999,1", "--sam-model", str(tiny_sam_dir))
-    assert code == 1 and out is None and "Traceback" not in err and "outside" in err
+    code, out, err = run_subprocess("segment", str(photo_path), "--point", "9,1,7", "--sam-model", str(tiny_sam_dir))
+    assert code == 2 and out is None and "Traceback" not in err and "label" in err  # a malformed prompt
     code, _, err = run_subprocess("masks", str(photo_path), "--sam-model", "nobody/sam-missing")
     assert code == 1 and "hf download nobody/sam-missing" in err and "Traceback" not in err
     assert json.dumps(out) is not None

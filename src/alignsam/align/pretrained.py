@@ -94,6 +94,8 @@ def write_pretrained(
     return out
 
 
-RECOMMENDED_FILES = ("regions.json",)
-"""Settings files an ALIGN folder may hold beside its weights (`regions.json`: how mask crops are shown to the
-model when labelling masks; the demo ALIGN has one)."""
+RECOMMENDED_FILES = ("regions.json", "vocabulary.json")
+"""Settings files an ALIGN folder may hold beside its weights: `regions.json` (how mask crops are shown to
+the model when labelling masks) and `vocabulary.json` (`{"tags": [...]}`, the words the model knows, for
+tags, mask labels and find when none are given). The demo ALIGN has both: it knows only its scenes' colours
+and shapes."""

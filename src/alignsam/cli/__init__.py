@@ -7,7 +7,8 @@ Command modules import nothing heavy at module level (no torch), so `alignsam --
 are instant; the work and its imports happen inside `run`.
 
 Every command writes its result as JSON to stdout (or to `--output`), reports progress and problems on
-stderr, and exits 0 on success, 1 when nothing could be done, 2 on a usage error.
+stderr, and exits 0 on success, 1 when nothing could be done, 2 on a usage error (options argparse refuses,
+options that do not go together, a malformed prompt: `AlignSamError.exit_code`), 130 when Ctrl-C stopped it.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.run(args) or 0)
     except AlignSamError as err:
         print(f"alignsam {args.command}: error: {err}", file=sys.stderr)
-        return 1
+        return err.exit_code
     except KeyboardInterrupt:
         print(f"alignsam {args.command}: interrupted", file=sys.stderr)
         return 130

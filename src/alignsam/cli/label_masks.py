@@ -34,15 +34,16 @@ def add_crop_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--templates", default="photo", help="prompt template set or template (see classify)")
 
 
-def vocabulary(args: argparse.Namespace) -> list[str]:
-    from alignsam.tools.mask_labels import MASK_GROUPS
+def vocabulary(args: argparse.Namespace) -> list[str] | None:
+    """The words given, or None: the library then takes the model's own vocabulary (its vocabulary.json),
+    else the objects-and-stuff groups of the built-in one."""
     from alignsam.tools.vocabulary import load_tags, read_tag_file
 
     if args.labels:
         return list(args.labels)
     if args.labels_file:
         return read_tag_file(args.labels_file)
-    return load_tags(args.groups or list(MASK_GROUPS))
+    return load_tags(args.groups) if args.groups else None
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -52,7 +53,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Find masks with SAM's automatic generator, then label each with ALIGN: the mask's crop "
         "(the object on a neutral background) is classified against a vocabulary. The output is SA-1B's "
         "layout with 'class_name' and 'class_proposals' added to each annotation; --overlay-dir draws the "
-        "labelled masks. The default vocabulary is the objects-and-stuff part of the built-in tags.",
+        "labelled masks. The default vocabulary is the model's own (a vocabulary.json beside its weights, as "
+        "the demo has), else the objects-and-stuff part of the built-in tags.",
     )
     p.add_argument("images", nargs="+", help="image files and/or folders")
     add_vocab_args(p, "class names")
@@ -69,13 +71,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from alignsam.tools.files import list_images
-    from alignsam.tools.mask_labels import crop_style, label_masks
+    from alignsam.tools.mask_labels import crop_style, label_masks, mask_vocabulary
     from alignsam.tools.masks import automatic_masks
     from alignsam.tools.pipeline import for_each_image
 
     found = list_images(args.images)
-    vocab = vocabulary(args)
+    given = vocabulary(args)
     encoder = c.make_encoder(args)
+    vocab = mask_vocabulary(encoder, given)
     style = crop_style(encoder, args.context, args.background)
     generator = c.mask_generator(args, c.sam_model(args))
 

@@ -53,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
     if args.list_groups:
         c.emit(args, {group: len(tags) for group, tags in tag_groups().items()})
         return 0
-    vocab = read_tag_file(args.vocab) if args.vocab else load_tags(args.groups)
+    # no words given: the library takes the model's own vocabulary (its vocabulary.json), else the built-in one
+    vocab = read_tag_file(args.vocab) if args.vocab else load_tags(args.groups) if args.groups else None
     policy = TagPolicy(args.threshold, args.max_tags, args.min_tags)
     if args.tune:
         try:

@@ -65,7 +65,8 @@ class Encoder:
 
     `crop_defaults` holds what the model recommends for the crops that `alignsam.tools.mask_labels` embeds
     (`context`, `background`), from the `regions.json` beside its weights (`AlignModel.recommended`); {}
-    means the general defaults. The bundled `demo` recommends a wide context: it was trained on scenes where
+    means the general defaults. `vocabulary` holds the words it recommends (its `vocabulary.json`), or None
+    for the built-in vocabulary. The bundled `demo` recommends a wide context: it was trained on scenes where
     objects fill 12-40% of the image, and a tight crop shows it something it has never seen.
     """
 
@@ -94,6 +95,8 @@ class Encoder:
         self.max_length = max_length
         regions = model.recommended.get("regions.json", {})
         self.crop_defaults: dict[str, Any] = {k: v for k, v in regions.items() if k in ("context", "background")}
+        tags = model.recommended.get("vocabulary.json", {}).get("tags")
+        self.vocabulary: list[str] | None = [str(x) for x in tags] if isinstance(tags, list) and tags else None
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
 

@@ -32,6 +32,7 @@ from alignsam.errors import InputError
 from alignsam.tools.cache import cached_classifier
 from alignsam.tools.encoder import Encoder
 from alignsam.tools.masks import Mask
+from alignsam.tools.vocabulary import model_tags
 from alignsam.validation import check_count
 
 Background = Literal["gray", "blur", "keep"]
@@ -118,18 +119,26 @@ def embed_masks(encoder: Encoder, image: np.ndarray, masks: Sequence[Mask], styl
     return encoder.encode_images(crops, on_error="raise", total=len(masks)).embeds
 
 
+def mask_vocabulary(encoder: Encoder, vocab: Sequence[str] | None = None) -> list[str]:
+    """`vocab`, or when None the words masks are labelled with: the model's own vocabulary (its
+    `vocabulary.json`), else the `MASK_GROUPS` of the built-in one."""
+    return model_tags(encoder.vocabulary, fallback=MASK_GROUPS) if vocab is None else list(vocab)
+
+
 def label_masks(
     encoder: Encoder,
     image: np.ndarray,
     masks: Sequence[Mask],
-    vocab: Sequence[str],
+    vocab: Sequence[str] | None = None,
     *,
     templates: str | Sequence[str] = "photo",
     top_k: int = 3,
     style: CropStyle | None = None,
 ) -> list[dict[str, Any]]:
     """For each mask, its `class_name` and `class_proposals` (top-k labels with probabilities among
-    `vocab`, from the model's own logit scale), in SA-1B annotation records."""
+    `vocab`, from the model's own logit scale), in SA-1B annotation records. `vocab` None: the model's own
+    vocabulary (its `vocabulary.json`), else the `MASK_GROUPS` of the built-in one."""
+    vocab = mask_vocabulary(encoder, vocab)
     if len(vocab) < 1:
         raise InputError("The vocabulary of classes is empty.")
     check_count(top_k, "top_k")
@@ -166,31 +175,83 @@ def region_query(
     return embed_masks(encoder, image, [Mask(mask, 1.0)], keep)[0]
 
 
+@dataclasses.dataclass
+class Query:
+    """What `find` looks for: a normalised embedding (`D`), and for a text the words it must beat on a crop
+    to count as found there (`contrast`, `C x D` normalised class embeddings; None for a region query)."""
+
+    embedding: torch.Tensor
+    contrast: torch.Tensor | None = None
+
+
+def text_query(
+    encoder: Encoder, text: str, templates: str | Sequence[str] = "photo", vocab: Sequence[str] | None = None
+) -> Query:
+    """A text query, prompt-ensembled with `templates`, contrasted with the words of `vocab` (None: the words
+    masks are labelled with, `mask_vocabulary`) other than the text itself."""
+    if not isinstance(text, str) or not text.strip():
+        raise InputError("The text to find is empty.")
+    embedding = encoder.classifier([text], templates)[0]
+    own = " ".join(text.lower().split())
+    words = [w for w in mask_vocabulary(encoder, vocab) if " ".join(w.lower().split()) != own]
+    contrast = cached_classifier(encoder, words, templates) if words else None
+    return Query(embedding, contrast)
+
+
 def find(
     encoder: Encoder,
     image: np.ndarray,
     masks: Sequence[Mask],
-    query: torch.Tensor,
+    query: Query | torch.Tensor,
     *,
     top_k: int = 3,
     style: CropStyle | None = None,
 ) -> list[dict[str, Any]]:
-    """The masks that best match `query` (a normalised text or region embedding, `D`), best first.
+    """The masks that best match `query` (a `Query`, or a normalised embedding `D` such as a region's), best
+    first. Each record is the mask's SA-1B annotation with `score` (cosine similarity), `probability` and
+    `matches` (whether the mask shows what is looked for):
 
-    Each record is the mask's SA-1B annotation with `score` (cosine similarity) and `probability` (softmax
-    over all candidate masks with the model's logit scale: how sure the model is that this mask, rather
-    than another, is the one).
+    - a text query (with its contrast words): `probability` is the text's probability among itself and the
+      contrast words on the mask's crop (zero-shot classification with the model's logit scale), and the
+      mask `matches` when the text wins; a mask of something else loses to that thing's word;
+    - a region query: `probability` is a softmax over every candidate mask and one more candidate, nothing
+      (a plain gray crop), and the mask `matches` when it is closer to the region than nothing is.
+
+    So a single bad candidate is not reported as certain (the old softmax over candidates alone gave it 1.0).
     """
     check_count(top_k, "top_k")
     if not masks:
         return []
-    embeds = embed_masks(encoder, image, masks, style or crop_style(encoder))
-    cosine = embeds @ query  # M
-    probs = (encoder.logit_scale * cosine).softmax(dim=0)
+    if isinstance(query, torch.Tensor):
+        query = Query(query)
+    style = style or crop_style(encoder)
+    embeds = embed_masks(encoder, image, masks, style)
+    cosine = embeds @ query.embedding  # M
+    scale = encoder.logit_scale
+    if query.contrast is not None:
+        logits = scale * torch.cat([cosine[:, None], embeds @ query.contrast.T], dim=1)  # M x (1 + C)
+        probs = logits.softmax(dim=1)[:, 0]
+        matches = logits[:, 0] >= logits[:, 1:].max(dim=1).values
+    else:
+        empty = encoder.encode_images([empty_crop()], on_error="raise").embeds[0] @ query.embedding
+        probs = (scale * torch.cat([cosine, empty[None]])).softmax(dim=0)[:-1]
+        matches = cosine > empty
     order = sorted(range(len(masks)), key=lambda i: (-float(cosine[i]), -masks[i].predicted_iou))[:top_k]
     out = []
     for rank, i in enumerate(order):
         record = masks[i].annotation(i)
-        record.update({"rank": rank, "score": round(float(cosine[i]), 6), "probability": round(float(probs[i]), 6)})
+        record.update(
+            {
+                "rank": rank,
+                "score": round(float(cosine[i]), 6),
+                "probability": round(float(probs[i]), 6),
+                "matches": bool(matches[i]),
+            }
+        )
         out.append(record)
     return out
+
+
+def empty_crop() -> Image.Image:
+    """A crop with nothing in it: plain gray, as the default style fills everything outside a mask."""
+    return Image.new("RGB", (64, 64), (GRAY, GRAY, GRAY))

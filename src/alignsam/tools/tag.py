@@ -23,6 +23,7 @@ from alignsam.errors import InputError
 from alignsam.io.images import ImageInput
 from alignsam.tools.cache import cached_classifier
 from alignsam.tools.encoder import Encoder, OnError, input_names
+from alignsam.tools.vocabulary import model_tags
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,13 +63,15 @@ def select_tags(cosine: torch.Tensor, vocab: Sequence[str], policy: TagPolicy) -
 def tag(
     encoder: Encoder,
     images: Sequence[ImageInput],
-    vocab: Sequence[str],
+    vocab: Sequence[str] | None = None,
     *,
     policy: TagPolicy | None = None,
     templates: str | Sequence[str] = "photo",
     on_error: OnError = "skip",
 ) -> dict[str, Any]:
-    """Tag each image with the vocabulary; unreadable inputs are reported in `errors`."""
+    """Tag each image with the vocabulary (None: the model's own `vocabulary.json`, else the built-in one);
+    unreadable inputs are reported in `errors`."""
+    vocab = model_tags(encoder.vocabulary) if vocab is None else vocab
     if len(vocab) < 2:
         raise InputError("A tag vocabulary needs at least two tags (z-scores compare tags with each other).")
     policy = policy or TagPolicy()
@@ -87,7 +90,7 @@ def tag(
 def tune_threshold(
     encoder: Encoder,
     truth: Mapping[str, Sequence[str]],
-    vocab: Sequence[str],
+    vocab: Sequence[str] | None = None,
     *,
     templates: str | Sequence[str] = "photo",
     max_tags: int = 50,
@@ -95,8 +98,9 @@ def tune_threshold(
 ) -> dict[str, Any]:
     """Pick the z-score threshold with the best micro F1 on images whose tags are known.
 
-    truth: image path -> its true tags (each must be in `vocab`).
+    truth: image path -> its true tags (each must be in `vocab`; None: the vocabulary `tag` would use).
     """
+    vocab = model_tags(encoder.vocabulary) if vocab is None else vocab
     if not truth:
         raise InputError("No labelled images to tune on.")
     index = {t: j for j, t in enumerate(vocab)}

@@ -19,7 +19,7 @@ from importlib import resources
 
 from alignsam.errors import InputError
 
-__all__ = ["TAG_FILE", "load_tags", "read_tag_file", "tag_groups"]
+__all__ = ["TAG_FILE", "load_tags", "model_tags", "read_tag_file", "tag_groups"]
 
 TAG_FILE = "tags.txt"
 """Name of the packaged vocabulary inside `alignsam.tools.vocabulary`."""
@@ -120,3 +120,16 @@ def read_tag_file(path: str | os.PathLike[str]) -> list[str]:
     if not tags:
         raise InputError(f"The tag file '{shown}' has no tags: write one tag per line ('#' starts a comment).")
     return tags
+
+
+def model_tags(
+    recommended: Sequence[str] | None, groups: Sequence[str] | None = None, fallback: Sequence[str] | None = None
+) -> list[str]:
+    """The vocabulary to use when the user gives no words: the built-in `groups` when named, else the
+    model's own (`recommended`, from its `vocabulary.json`), else the built-in `fallback` groups (all of
+    the built-in vocabulary when None)."""
+    if groups:
+        return load_tags(groups)
+    if recommended:
+        return list(recommended)
+    return load_tags(fallback)
