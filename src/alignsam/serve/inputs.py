@@ -114,6 +114,11 @@ def image_source(item: str, guard: PathGuard, what: str = "An image") -> ImageSo
     except InputError:
         if guard.enabled:
             return guard.resolve(item)
+        if len(item) < 4096 and ("/" in item or "\\" in item):
+            raise InputError(
+                f"{what} is not base64, and server paths such as '{item[:80]}' are not allowed here (start the "
+                "server with --allow-paths ROOT to read images under ROOT)."
+            ) from None
         raise
 
 
