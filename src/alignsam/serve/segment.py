@@ -73,8 +73,8 @@ def decode(predictor: SamPredictor, jobs: Sequence[PromptJob]) -> list[Predictio
 
 
 def scribble_points(line: Sequence[Sequence[float]], count: int = SCRIBBLE_POINTS) -> np.ndarray:
-    """`count` points spread evenly along a polyline `N x 2` (fewer when the line has fewer distinct
-    points): a scribble over an object becomes clicks on it."""
+    """`count` points spread evenly along a polyline `N x 2`, its ends included (one point for a line of no
+    length): a scribble over an object becomes clicks on it."""
     pts = np.asarray(line, dtype=np.float64).reshape(-1, 2)
     if len(pts) == 1:
         return pts
@@ -82,7 +82,7 @@ def scribble_points(line: Sequence[Sequence[float]], count: int = SCRIBBLE_POINT
     along = np.concatenate([[0.0], np.cumsum(steps)])
     if along[-1] == 0:
         return pts[:1]
-    wanted = np.linspace(0.0, along[-1], min(count, len(pts)))
+    wanted = np.linspace(0.0, along[-1], count)
     return np.stack([np.interp(wanted, along, pts[:, 0]), np.interp(wanted, along, pts[:, 1])], axis=1)
 
 

@@ -696,7 +696,9 @@ class Service:
                 raise InputError(f"'mask_input': no mask '{req.mask_input[:32]}' of this image is kept; send a recent mask_id.")
         if not points and not boxes and mask_input is None:
             raise PromptError("Give at least one point, box, scribble or mask_input.")
-        multimask = req.multimask if req.multimask is not None else (len(points) == 1 and not boxes)
+        # SAM's advice: three candidates for a lone click; a box, more points or an earlier mask settle it
+        default = len(points) == 1 and not boxes and mask_input is None
+        multimask = req.multimask if req.multimask is not None else default
         embedding = await self._embedding(session)
         array = np.array(points, dtype=np.float64).reshape(-1, 3)
         box = None if not boxes else np.array(boxes[0] if len(boxes) == 1 else boxes, dtype=np.float64)
