@@ -352,13 +352,18 @@ function centroidOf(mask) {
   return n ? [sx / n + 0.5, sy / n + 0.5] : null;
 }
 
-function drawTag(ctx, text, at, rgb) {
+function drawTag(ctx, text, at, rgb, taken = null) {
   if (!at) return;
   const dpr = state.view.dpr;
   const [x, y] = toCanvas(at);
   ctx.font = `600 ${12 * dpr}px system-ui, sans-serif`;
   const w = ctx.measureText(text).width + 12 * dpr;
   const h = 20 * dpr;
+  if (taken) {  // labels never cover each other: a label that would is left out (its mask is in the list)
+    const box = [x - w / 2, y - h / 2, x + w / 2, y + h / 2];
+    if (taken.some((b) => box[0] < b[2] && b[0] < box[2] && box[1] < b[3] && b[1] < box[3])) return;
+    taken.push(box);
+  }
   ctx.fillStyle = "rgba(15, 17, 21, 0.85)";
   ctx.beginPath();
   ctx.roundRect(x - w / 2, y - h / 2, w, h, 6 * dpr);
@@ -373,10 +378,15 @@ function drawTag(ctx, text, at, rgb) {
 }
 
 function drawLabels(ctx) {
-  const { annotations, centroids } = state.labels;
-  annotations.forEach((a, k) => {
-    if (centroids[k]) drawTag(ctx, a.class_name, centroids[k], PALETTE[k % PALETTE.length]);
-  });
+  const { annotations, centroids, visible } = state.labels;
+  const taken = [];
+  // the most visible masks are named first; a mask mostly hidden under smaller ones gets no label
+  const order = annotations.map((_, k) => k).sort((a, b) => visible[b] - visible[a]);
+  for (const k of order) {
+    if (centroids[k] && visible[k] >= 0.3 * annotations[k].area) {
+      drawTag(ctx, annotations[k].class_name, centroids[k], PALETTE[k % PALETTE.length], taken);
+    }
+  }
 }
 
 // --- prompts ----------------------------------------------------------------------------------------------------
@@ -641,7 +651,7 @@ async function labelAll() {
     state.prompts = { points: [], box: null, scribbles: [] };
     state.result = null;
     renderCandidates();
-    state.labels = { annotations: r.annotations, layer, centroids };
+    state.labels = { annotations: r.annotations, layer, centroids, visible: sums.map((x) => x[2]) };
     renderLabels();
     redraw();
     status(`${n} masks labelled.`);
