@@ -169,8 +169,18 @@ def classify_batching(checkpoint: Path, image_files: list[Path], rounds: int) ->
     return out
 
 
-def decoder_batching(model: Any, image: np.ndarray, repeats: int) -> dict[str, Any]:
-    """Decoder time for clicks on 8 images: 8 calls of one against one call of 8 (`alignsam.serve.segment`)."""
+def decoder_batching(model: Any, image: np.ndarray, repeats: int, threads: int = 1) -> dict[str, Any]:
+    """Decoder time for clicks on 8 images: 8 calls of one against one call of 8 (`alignsam.serve.segment`),
+    with as many torch threads as the server's prompt lane."""
+    held = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _decoder_batching(model, image, repeats)
+    finally:
+        torch.set_num_threads(held)
+
+
+def _decoder_batching(model: Any, image: np.ndarray, repeats: int) -> dict[str, Any]:
     from alignsam.sam import SamPredictor
     from alignsam.serve.segment import PromptJob, decode
     from alignsam.serve.sessions import compute_embedding

@@ -35,6 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--align-wait-ms", type=float, default=10, help="ALIGN batch wait after its first item (10)")
     p.add_argument("--sam-batch", type=c.count(), default=8, metavar="N", help="SAM decoder batch (8)")
     p.add_argument("--sam-wait-ms", type=float, default=0, help="SAM batch wait (0: what is queued)")
+    p.add_argument("--prompt-threads", type=c.count(), default=1, metavar="N", help="threads of SAM's prompt decoder (1)")
     p.add_argument("--text-cache-mb", type=float, default=256, help="memory for text embeddings (0: off)")
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     c.add_align_args(p)
@@ -69,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         sam_batch=args.sam_batch,
         sam_wait_ms=args.sam_wait_ms,
         text_cache_mb=args.text_cache_mb,
+        prompt_threads=args.prompt_threads,
     )
     service = Service(config=config, fast=c.fast_path(args))
     service.warm_up()

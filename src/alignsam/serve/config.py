@@ -37,6 +37,10 @@ class ServeConfig:
         text_cache_mb: memory for text embeddings (labels with their templates, queries); 0 turns the
             cache off, and with it the sharing of label embeddings between requests.
         workers: threads decoding and resizing images, overlapped with the models.
+        prompt_threads: torch threads of the SAM prompt lane. Decoder calls are many small operations; on
+            a busy machine the threads of each parallel region wait for each other (the demo's click on the
+            2-core machine with other jobs running: 16 ms on one thread, 140 ms on two), and one thread
+            leaves the other cores to image embeddings and ALIGN.
     """
 
     model: str = "kakaobrain/align-base"
@@ -58,6 +62,7 @@ class ServeConfig:
     sam_wait_ms: float = 0.0
     text_cache_mb: float = 256.0
     workers: int = 2
+    prompt_threads: int = 1
 
     def __post_init__(self) -> None:
         roots = tuple(Path(p) for p in self.allow_paths)
@@ -70,7 +75,7 @@ class ServeConfig:
             object.__setattr__(self, "index", Path(self.index))
         if self.token is not None and not self.token.strip():
             raise ConfigError("The token is empty; give a secret string, or no token.")
-        check_numbers(self, "batch_size", "max_body", "max_pixels", "align_batch", "sam_batch", "workers", low=1, integer=True)
+        check_numbers(self, "batch_size", "max_body", "max_pixels", "align_batch", "sam_batch", "workers", "prompt_threads", low=1, integer=True)
         check_numbers(self, "timeout_s", "cache_mb", "sessions_mb", low=0, above=True)
         check_numbers(self, "align_wait_ms", "sam_wait_ms", "text_cache_mb", low=0)
 

@@ -105,7 +105,9 @@ class Service:
         self._amg_flight: dict[tuple[str, str], asyncio.Future[list[Any]]] = {}
         self.decode_pool = concurrent.futures.ThreadPoolExecutor(config.workers, "alignsam-decode")
         self.align_lane = concurrent.futures.ThreadPoolExecutor(1, "alignsam-align")
-        self.sam_lane = concurrent.futures.ThreadPoolExecutor(1, "alignsam-sam")
+        self.sam_lane = concurrent.futures.ThreadPoolExecutor(
+            1, "alignsam-sam", initializer=torch.set_num_threads, initargs=(config.prompt_threads,)
+        )  # torch's thread count is per thread (OpenMP): this lane alone
         self.embed_lane = concurrent.futures.ThreadPoolExecutor(1, "alignsam-embed")
         wait = config.align_wait_ms / 1000
         self.image_batcher: Batcher[np.ndarray, torch.Tensor] = Batcher(
@@ -114,7 +116,7 @@ class Service:
         self.text_batcher: Batcher[tuple[str, ...], torch.Tensor] = Batcher(
             self._embed_text_lists, self.align_lane, config.align_batch, wait, "align-texts"
         )
-        self.sam_batcher: Batcher[PromptJob, Any] = Batcher(
+        self.sam_batcher: Batcher[tuple[PromptJob, int, tuple[str, ...]], Any] = Batcher(
             self._decode_jobs, self.sam_lane, config.sam_batch, config.sam_wait_ms / 1000, "sam-prompts"
         )
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -674,12 +676,29 @@ class Service:
 
     # --- SAM: prompts ---------------------------------------------------------------------------------------
 
-    def _decode_jobs(self, jobs: list[PromptJob]) -> list[Any]:
+    def _prompt_predictor_for(self) -> Any:
         if self._prompt_predictor is None:
             from alignsam.sam.predictor import SamPredictor
 
             self._prompt_predictor = SamPredictor(self.sam, max_pixels=self.config.max_pixels, fast=self.fast)
-        return decode(self._prompt_predictor, jobs)
+        return self._prompt_predictor
+
+    def _decode_jobs(self, items: list[tuple[PromptJob, int, tuple[str, ...]]]) -> list[Any]:
+        """The prompt lane's batch: every job decoded (one decoder batch per prompt shape), then each job's
+        best `keep` candidates encoded as asked: `[(low-res logits 1 x L x L, candidate), ...]` per job."""
+        predictions = decode(self._prompt_predictor_for(), [job for job, _, _ in items])
+        out = []
+        for (_, keep, output), prediction in zip(items, predictions, strict=True):
+            sets = [prediction] if prediction.masks.ndim == 3 else [
+                type(prediction)(*(f[k] for f in prediction)) for k in range(prediction.masks.shape[0])
+            ]  # fmt: skip
+            chosen = []
+            for k, one in enumerate(sets):
+                for i in np.argsort(-one.iou_predictions)[:keep]:
+                    candidate = _candidate(one.masks[i], float(one.iou_predictions[i]), k, output)
+                    chosen.append((one.low_res_logits[i][None].copy(), candidate))
+            out.append(chosen)
+        return out
 
     async def asegment_image(self, image_id: str, req: s.SessionSegmentRequest) -> dict[str, Any]:
         session = self._session(image_id)
@@ -710,18 +729,12 @@ class Service:
             mask_input,
             multimask,
         )
-        prediction = await self.sam_batcher.submit(job)
-        sets = [prediction] if prediction.masks.ndim == 3 else [
-            type(prediction)(*(f[k] for f in prediction)) for k in range(prediction.masks.shape[0])
-        ]  # fmt: skip
-        chosen = []
-        for k, one in enumerate(sets):
-            order = np.argsort(-one.iou_predictions)[: req.max_candidates]
-            for i in order:
-                mask_id = session.keep_logits(one.low_res_logits[i][None].copy())
-                chosen.append((mask_id, k, one.masks[i], float(one.iou_predictions[i])))
+        # decoded, and the kept candidates encoded, in one trip to the prompt lane
+        chosen = await self.sam_batcher.submit((job, req.max_candidates, tuple(req.output)))
+        candidates = []
+        for logits, candidate in chosen:
+            candidates.append({"mask_id": session.keep_logits(logits), **candidate})
         self.sessions.put(session.id, session)  # its kept logits count now
-        candidates = await self._in(self.decode_pool, _candidates, chosen, tuple(req.output))
         h, w = session.size
         return {"image_id": session.id, "width": w, "height": h, "candidates": candidates}
 
@@ -733,9 +746,7 @@ class Service:
         points = _points(req.points)
 
         def work() -> list[list[Any]]:
-            if self._prompt_predictor is None:
-                self._decode_jobs([])
-            predictor = self._prompt_predictor
+            predictor = self._prompt_predictor_for()
             install(predictor, [embedding])
             try:
                 return prompted_masks(predictor, points, req.boxes, multimask=req.multimask)
@@ -924,20 +935,15 @@ def _vocabulary(vocab: Sequence[str] | None, groups: str | Sequence[str] | None)
     return list(vocab) if vocab is not None else load_tags(groups)
 
 
-def _candidates(chosen: list[tuple[str, int, np.ndarray, float]], output: tuple[str, ...]) -> list[dict[str, Any]]:
-    """The answer's candidates: id, score, area, box, and the mask as COCO RLE and/or PNG."""
+def _candidate(mask: np.ndarray, score: float, prompt_index: int, output: Sequence[str]) -> dict[str, Any]:
+    """An answer's candidate: score, area, box, and the mask as COCO RLE and/or PNG."""
     from alignsam.io.rle import encode_rle
     from alignsam.tools.masks import Mask
 
-    out = []
-    for mask_id, prompt_index, mask, score in chosen:
-        m = Mask(mask, score)
-        item: dict[str, Any] = {"mask_id": mask_id, "prompt_index": prompt_index, "score": round(score, 6),
-                                "area": m.area, "bbox": m.bbox}  # fmt: skip
-        if "rle" in output:
-            item["segmentation"] = encode_rle(mask)
-        if "png" in output:
-            item["png"] = png_base64(mask)
-        out.append(item)
-    return out
-
+    m = Mask(mask, score)
+    item: dict[str, Any] = {"prompt_index": prompt_index, "score": round(score, 6), "area": m.area, "bbox": m.bbox}
+    if "rle" in output:
+        item["segmentation"] = encode_rle(mask)
+    if "png" in output:
+        item["png"] = png_base64(mask)
+    return item
