@@ -36,8 +36,10 @@ import torch
 from benchmarks.common import machine
 
 ROOT = Path(__file__).resolve().parent.parent
-LABELS = ["golden retriever", "tabby cat", "red fox", "school bus", "espresso", "mountain bike", "hot air balloon",
-          "lighthouse", "sunflower", "violin", "pizza", "sailboat", "giraffe", "teapot", "umbrella", "castle"]  # fmt: skip
+LABELS = [
+    "golden retriever", "tabby cat", "red fox", "school bus", "espresso", "mountain bike", "hot air balloon",
+    "lighthouse", "sunflower", "violin", "pizza", "sailboat", "giraffe", "teapot", "umbrella", "castle",
+]  # fmt: skip
 
 
 class Server:
@@ -87,7 +89,10 @@ def _percentiles(seconds: list[float]) -> dict[str, float]:
 def clicks(sam: str, image: np.ndarray, repeats: int) -> dict[str, Any]:
     """Click latency over HTTP on an embedded image: the page's click and its hover."""
     h, w = image.shape[:2]
-    with Server("--model", "demo", "--sam-model", sam) as server, httpx.Client(base_url=server.url, timeout=600) as http:
+    with (
+        Server("--model", "demo", "--sam-model", sam) as server,
+        httpx.Client(base_url=server.url, timeout=600) as http,
+    ):
         start = time.perf_counter()
         info = http.post("/images", files={"file": ("image.png", _png(image), "image/png")}).json()
         while http.get(f"/images/{info['id']}").json()["status"] != "ready":
@@ -154,7 +159,9 @@ def classify_batching(checkpoint: Path, image_files: list[Path], rounds: int) ->
                 walls.append(result["wall_s"])
                 latencies += result["latencies"]
                 # the model time the round's requests needed: image and text towers, in their batches
-                batch_compute.append(sum(after[b]["busy_s"] - before[b]["busy_s"] for b in ("align-images", "align-texts")))
+                batch_compute.append(
+                    sum(after[b]["busy_s"] - before[b]["busy_s"] for b in ("align-images", "align-texts"))
+                )
             wall = statistics.median(walls)
             out[mode] = {
                 "requests_per_s": round(len(images) / wall, 2),

@@ -18,8 +18,8 @@ from PIL import Image
 
 pytest.importorskip("fastapi", reason="alignsam[serve] is not installed")
 
-from alignsam.serve import Service  # noqa: E402
-from alignsam.synthetic import SceneConfig, SceneGenerator  # noqa: E402
+from alignsam.serve import Service
+from alignsam.synthetic import SceneConfig, SceneGenerator
 
 SCENES = SceneConfig(image_size=128)
 HELD_OUT_SEED = 4  # the demo models never saw these scenes

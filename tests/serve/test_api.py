@@ -38,11 +38,14 @@ def test_health_schema_and_docs(client: Any) -> None:
     schema = client.get("/openapi.json").json()
     for path in ("/classify", "/embed", "/similarity", "/tag", "/segment", "/masks", "/images", "/search",
                  "/images/{image_id}", "/images/{image_id}/segment", "/images/{image_id}/masks",
-                 "/images/{image_id}/label", "/images/{image_id}/find", "/images/{image_id}/tags", "/thumbnail"):  # fmt: skip
+                 "/images/{image_id}/label", "/images/{image_id}/find", "/images/{image_id}/tags",
+                 "/thumbnail"):  # fmt: skip
         assert path in schema["paths"], path
     request = schema["paths"]["/classify"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert request["$ref"].endswith("/ClassifyRequest")
-    assert {"multipart/form-data", "application/json"} <= schema["paths"]["/images"]["post"]["requestBody"]["content"].keys()
+    assert {"multipart/form-data", "application/json"} <= schema["paths"]["/images"]["post"]["requestBody"][
+        "content"
+    ].keys()
     docs = client.get("/docs")
     assert docs.status_code == 200 and "/docs-assets/swagger-ui-bundle.js" in docs.text and "cdn" not in docs.text
     assert client.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
@@ -76,7 +79,10 @@ def test_embed_reports_unreadable_images_and_embeds_texts(client: Any, scene_b64
 
 def test_similarity_treats_base64_images_as_images(client: Any, scene_b64: str) -> None:
     """The bug this fixes: a base64 image given to /similarity was embedded as a text."""
-    body = {"rows": [scene_b64, f"data:image/png;base64,{scene_b64}", {"image": scene_b64}], "cols": ["red square", scene_b64]}
+    body = {
+        "rows": [scene_b64, f"data:image/png;base64,{scene_b64}", {"image": scene_b64}],
+        "cols": ["red square", scene_b64],
+    }
     answer = client.post("/similarity", json=body).json()
     cosine = np.array(answer["cosine"])
     assert cosine[:, 1] == pytest.approx([1.0, 1.0, 1.0], abs=1e-5)  # the image against itself
@@ -88,7 +94,8 @@ def test_similarity_treats_base64_images_as_images(client: Any, scene_b64: str) 
 
 
 def test_similarity_compositions(client: Any, scene_b64: str) -> None:
-    body = {"rows": [f"image:{scene_b64} + 0.5*text:red square", {"terms": [{"image": scene_b64}, {"text": "red square", "weight": 0.5}]}],
+    terms = [{"image": scene_b64}, {"text": "red square", "weight": 0.5}]
+    body = {"rows": [f"image:{scene_b64} + 0.5*text:red square", {"terms": terms}],
             "cols": ["red square", "blue circle"]}  # fmt: skip
     answer = client.post("/similarity", json=body).json()
     assert answer["cosine"][0] == pytest.approx(answer["cosine"][1], abs=1e-6)
@@ -184,7 +191,7 @@ def test_non_finite_numbers_are_refused(client: Any, scene_b64: str, literal: st
 
 
 def test_huge_integers_are_refused(client: Any, scene_b64: str) -> None:
-    raw = '{"images": ["%s"], "labels": ["a"], "top_k": %s}' % (scene_b64, "9" * 5000)
+    raw = '{{"images": ["{}"], "labels": ["a"], "top_k": {}}}'.format(scene_b64, "9" * 5000)
     response = client.post("/classify", content=raw, headers={"Content-Type": "application/json"})
     assert error_of(response, 400)  # Python's JSON reader refuses integers over 4,300 digits
 
@@ -207,7 +214,9 @@ def png_header(width: int, height: int) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    )
 
 
 def test_unknown_ids_and_endpoints(client: Any) -> None:

@@ -91,7 +91,11 @@ def test_fifty_clients_for_a_minute(server: tuple[str, subprocess.Popen[str]]) -
             return kind, http.post("/tag", json={"images": [rng.choice(encoded)], "vocab": classes, "max_tags": 3})
         if kind == "click":
             x, y = points[k]
-            body = {"points": [[x + rng.uniform(-2, 2), y + rng.uniform(-2, 2), 1]], "output": ["png"], "max_candidates": 1}
+            body = {
+                "points": [[x + rng.uniform(-2, 2), y + rng.uniform(-2, 2), 1]],
+                "output": ["png"],
+                "max_candidates": 1,
+            }
             return kind, http.post(f"/images/{sessions[k]}/segment", json=body)
         if kind == "search":
             return kind, http.post("/search", json={"text": rng.choice(classes), "k": 5})
@@ -168,7 +172,10 @@ def test_fifty_clients_for_a_minute(server: tuple[str, subprocess.Popen[str]]) -
     total = sum(answered.values())
     print(f"\n{total} requests in {SECONDS:.0f} s ({total / SECONDS:.1f}/s): {dict(answered)}")
     print(f"server memory (MB): {[round(m) for _, m in memory]}")
-    print(f"health while the slow client sent: {[round(d, 3) for d in during]} s; slow client {slow.get('seconds', 0):.1f} s")
+    print(
+        f"health while the slow client sent: {[round(d, 3) for d in during]} s; "
+        f"slow client {slow.get('seconds', 0):.1f} s"
+    )
     assert errors == [], errors[:10]
     assert total == sent["all"], (total, sent["all"])  # nothing lost
     assert total >= CLIENTS * 2 and set(answered) >= {"classify", "click", "upload", "search"}

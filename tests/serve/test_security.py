@@ -110,7 +110,9 @@ def test_cors_is_off_unless_asked_for() -> None:
 
     preflight = {"Origin": "http://elsewhere.test", "Access-Control-Request-Method": "POST"}
     with Service("demo", "demo") as service, TestClient(create_app(service)) as c:
-        assert "access-control-allow-origin" not in c.get("/health", headers={"Origin": "http://elsewhere.test"}).headers
+        assert (
+            "access-control-allow-origin" not in c.get("/health", headers={"Origin": "http://elsewhere.test"}).headers
+        )
         assert "access-control-allow-origin" not in c.options("/embed", headers=preflight).headers
     with Service("demo", "demo", cors=("http://elsewhere.test",)) as service, TestClient(create_app(service)) as c:
         response = c.options("/embed", headers=preflight)
@@ -176,8 +178,11 @@ def test_the_real_server(demo_service: Service) -> None:
             big = http.post("/classify", json={"images": [b64(b"x" * 20_000)], "labels": ["a"]})
             assert big.status_code == 413 and "over the limit" in big.json()["error"]
             assert http.get("/health").status_code == 200
-        chunked = raw(port, b"POST /embed HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                      b"Transfer-Encoding: chunked\r\n\r\n" + (b"2710\r\n" + b"x" * 10000 + b"\r\n") * 3 + b"0\r\n\r\n")  # fmt: skip
+        chunks = (b"2710\r\n" + b"x" * 10000 + b"\r\n") * 3 + b"0\r\n\r\n"
+        head = (
+            b"POST /embed HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        chunked = raw(port, head + chunks)
         assert chunked.startswith(b"HTTP/1.1 413"), chunked[:200]
 
 

@@ -149,7 +149,7 @@ def test_label_find_and_tags_on_a_session(client: Any) -> None:
         k = int(np.argmax(overlaps))
         right += overlaps[k] >= 0.5 and labelled["annotations"][k]["class_name"].split()[-1] == obj.shape
     assert right >= len(truth.objects) - 1, (right, truth.labels, [a["class_name"] for a in labelled["annotations"]])
-    unique = [o for o in truth.objects if truth.labels.count(o.label) == 1][0]
+    unique = next(o for o in truth.objects if truth.labels.count(o.label) == 1)
     found = client.post(f"/images/{image_id}/find", json={"text": f"the {unique.label}", "top_k": 1}).json()
     assert found["query"]["matched_as"] == unique.label
     assert iou(decode_rle(found["matches"][0]["segmentation"]), unique.mask) >= 0.5
@@ -257,7 +257,9 @@ def test_concurrent_classify_requests_share_batches_and_label_embeddings(scene_f
 
         service.text_batcher.fn = counted
         with concurrent.futures.ThreadPoolExecutor(16) as pool:
-            answers = list(pool.map(lambda k: service.classify({"images": [images[k % len(images)]], "labels": labels}), range(16)))
+            answers = list(
+                pool.map(lambda k: service.classify({"images": [images[k % len(images)]], "labels": labels}), range(16))
+            )
         assert sum(calls) == len(labels)  # each label's prompt embedded once for all 16 requests
         stats = service.image_batcher.stats
         assert stats.items == 16 and stats.largest >= 4, stats

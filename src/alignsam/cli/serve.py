@@ -35,7 +35,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--align-wait-ms", type=float, default=10, help="ALIGN batch wait after its first item (10)")
     p.add_argument("--sam-batch", type=c.count(), default=8, metavar="N", help="SAM decoder batch (8)")
     p.add_argument("--sam-wait-ms", type=float, default=0, help="SAM batch wait (0: what is queued)")
-    p.add_argument("--prompt-threads", type=c.count(), default=1, metavar="N", help="threads of SAM's prompt decoder (1)")
+    p.add_argument(
+        "--prompt-threads", type=c.count(), default=1, metavar="N", help="threads of SAM's prompt decoder (1)"
+    )
     p.add_argument("--text-cache-mb", type=float, default=256, help="memory for text embeddings (0: off)")
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     c.add_align_args(p)

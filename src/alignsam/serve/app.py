@@ -27,7 +27,7 @@ import socket
 from collections.abc import Awaitable, Callable, MutableMapping
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -165,13 +165,15 @@ def create_app(service: Service) -> FastAPI:
     )
     bearer = HTTPBearer(auto_error=False, description="The server's --token (or ALIGNSAM_TOKEN).")
 
-    async def authorised(creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+    async def authorised(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
         if config.token is None:
             return
         given = creds.credentials if creds is not None else ""
         if not hmac.compare_digest(given.encode(), config.token.encode()):
             what = "a wrong" if creds is not None else "no"
-            raise HTTPException(401, f"This server needs 'Authorization: Bearer <token>'; the request had {what} token.")
+            raise HTTPException(
+                401, f"This server needs 'Authorization: Bearer <token>'; the request had {what} token."
+            )
 
     api = APIRouter(dependencies=[Depends(authorised)], responses=ERRORS)
     _routes(api, service)
@@ -183,13 +185,13 @@ def create_app(service: Service) -> FastAPI:
     async def health() -> dict[str, Any]:
         return service.health()
 
-    app.add_middleware(BodyLimit, max_body=config.max_body)  # type: ignore[arg-type]
-    app.add_middleware(TimeLimit, seconds=config.timeout_s)  # type: ignore[arg-type]
+    app.add_middleware(BodyLimit, max_body=config.max_body)
+    app.add_middleware(TimeLimit, seconds=config.timeout_s)
     if config.cors:
         from fastapi.middleware.cors import CORSMiddleware
 
         app.add_middleware(
-            CORSMiddleware,  # type: ignore[arg-type]
+            CORSMiddleware,
             allow_origins=list(config.cors),
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type"],
@@ -230,8 +232,11 @@ def _routes(api: APIRouter, service: Service) -> None:
     upload_body = {
         "content": {
             "multipart/form-data": {
-                "schema": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}},
-                           "required": ["file"]}  # fmt: skip
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                    "required": ["file"],
+                }
             },
             "application/json": {"schema": {"$ref": "#/components/schemas/ImageUpload"}},
         },

@@ -75,7 +75,18 @@ class ServeConfig:
             object.__setattr__(self, "index", Path(self.index))
         if self.token is not None and not self.token.strip():
             raise ConfigError("The token is empty; give a secret string, or no token.")
-        check_numbers(self, "batch_size", "max_body", "max_pixels", "align_batch", "sam_batch", "workers", "prompt_threads", low=1, integer=True)
+        check_numbers(
+            self,
+            "batch_size",
+            "max_body",
+            "max_pixels",
+            "align_batch",
+            "sam_batch",
+            "workers",
+            "prompt_threads",
+            low=1,
+            integer=True,
+        )
         check_numbers(self, "timeout_s", "cache_mb", "sessions_mb", low=0, above=True)
         check_numbers(self, "align_wait_ms", "sam_wait_ms", "text_cache_mb", low=0)
 

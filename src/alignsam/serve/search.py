@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-from PIL import Image
 
 from alignsam.errors import InputError
 from alignsam.io.images import load_image

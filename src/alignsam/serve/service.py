@@ -85,7 +85,7 @@ class Service:
         **settings: Any,
     ) -> None:
         if config is None:
-            named = {k: v for k, v in (("model", model), ("sam_model", sam_model)) if v is not None}
+            named: dict[str, Any] = {k: v for k, v in (("model", model), ("sam_model", sam_model)) if v is not None}
             config = ServeConfig(**named, **settings)
         elif model is not None or sam_model is not None or settings:
             raise InputError("Give either a ServeConfig or the settings, not both.")
@@ -121,6 +121,7 @@ class Service:
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_lock = threading.Lock()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
         self._prompt_predictor: Any = None
         self._embed_predictor: Any = None
@@ -186,6 +187,13 @@ class Service:
         caller cancels the work."""
         future = asyncio.run_coroutine_threadsafe(work, self._event_loop())
         return await asyncio.wrap_future(future)
+
+    def _background(self, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """A task that runs on its own (held here until it ends: the loop keeps only weak references)."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _in(self, lane: concurrent.futures.Executor, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(lane, fn, *args)
@@ -339,7 +347,7 @@ class Service:
             owned = {t: loop.create_future() for t in missing}
             self._text_flight.update(owned)
             # a task of its own: a request cancelled (timed out) while it runs does not fail the others
-            loop.create_task(self._fill_texts(owned))
+            self._background(self._fill_texts(owned))
             waits.update(owned)
         for text, future in waits.items():
             have[text] = await asyncio.shield(future)
@@ -448,11 +456,13 @@ class Service:
         if isinstance(item, str):
             terms = parse_string_item(item, self.guard)
             named = [(t.weight, short_name(t.value, k)) for k, t in enumerate(terms)]
-            name = item if all(t.kind == "text" for t in terms) else " + ".join(
-                f"{w:g}*{n}" if w != 1 else n for w, n in named
+            name = (
+                item
+                if all(t.kind == "text" for t in terms)
+                else " + ".join(f"{w:g}*{n}" if w != 1 else n for w, n in named)
             )
             return name, terms
-        parts = item.terms or [s.TermModel(text=item.text, image=item.image)]
+        parts = item.terms or [s.TermModel(text=item.text, image=item.image, weight=1.0)]
         terms = []
         for k, part in enumerate(parts):
             if (part.text is None) == (part.image is None):
@@ -468,9 +478,9 @@ class Service:
     async def _compose(self, items: list[tuple[str, list[Term]]]) -> tuple[list[str], torch.Tensor, list[dict]]:
         """The normalised weighted sum of each item's term embeddings; items whose image cannot be read go to
         the errors."""
-        texts = [t.value for _, terms in items for t in terms if t.kind == "text"]
+        texts = [str(t.value) for _, terms in items for t in terms if t.kind == "text"]
         images = [t for _, terms in items for t in terms if t.kind == "image"]
-        pixels = await self._pixels([t.value for t in images])  # type: ignore[misc]
+        pixels = await self._pixels([t.value for t in images if not isinstance(t.value, str)])
         ok = [i for i, p in enumerate(pixels) if isinstance(p, np.ndarray)]
         text_rows, image_rows = await asyncio.gather(
             self.text_rows(texts) if texts else _nothing(), self.image_rows([_array(pixels[i]) for i in ok])
@@ -478,13 +488,15 @@ class Service:
         text_of = dict(zip(texts, text_rows, strict=True)) if texts else {}
         image_of = {id(images[i]): row for i, row in zip(ok, image_rows, strict=True)}
         failed = {id(images[i]): str(p) for i, p in enumerate(pixels) if not isinstance(p, np.ndarray)}
-        names, rows, errors = [], [], []
+        names: list[str] = []
+        rows: list[torch.Tensor] = []
+        errors: list[dict[str, str]] = []
         for name, terms in items:
             bad = [failed[id(t)] for t in terms if id(t) in failed]
             if bad:
                 errors.append({"item": name, "error": bad[0]})
                 continue
-            vec = sum(t.weight * (text_of[t.value] if t.kind == "text" else image_of[id(t)]) for t in terms)
+            vec = sum(t.weight * (text_of[str(t.value)] if t.kind == "text" else image_of[id(t)]) for t in terms)
             assert isinstance(vec, torch.Tensor)
             if float(vec.norm()) < 1e-6:
                 raise InputError(f"The composed item {name!r} cancels out to nothing.")
@@ -712,7 +724,9 @@ class Service:
         if req.mask_input is not None:
             mask_input = session.logits.get(req.mask_input)
             if mask_input is None:
-                raise InputError(f"'mask_input': no mask '{req.mask_input[:32]}' of this image is kept; send a recent mask_id.")
+                raise InputError(
+                    f"'mask_input': no mask '{req.mask_input[:32]}' of this image is kept; send a recent mask_id."
+                )
         if not points and not boxes and mask_input is None:
             raise PromptError("Give at least one point, box, scribble or mask_input.")
         # SAM's advice: three candidates for a lone click; a box, more points or an earlier mask settle it
@@ -848,7 +862,9 @@ class Service:
             query = await self._in(self.align_lane, region_query, encoder, other.image, box, style)
             described = {"reference": {"image_id": other.id, "box": box}}
         found = await self._automatic(session, req)
-        matches = await self._in(self.align_lane, lambda: find(encoder, session.image, found, query, top_k=req.top_k, style=style))
+        matches = await self._in(
+            self.align_lane, lambda: find(encoder, session.image, found, query, top_k=req.top_k, style=style)
+        )
         if "png" in req.output:
             pngs = await self._in(self.decode_pool, lambda: [png_base64(found[m["id"]].mask) for m in matches])
             for match, png in zip(matches, pngs, strict=True):
