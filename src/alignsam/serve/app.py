@@ -27,7 +27,7 @@ import socket
 from collections.abc import Awaitable, Callable, MutableMapping
 from importlib import metadata
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -165,7 +165,9 @@ def create_app(service: Service) -> FastAPI:
     )
     bearer = HTTPBearer(auto_error=False, description="The server's --token (or ALIGNSAM_TOKEN).")
 
-    async def authorised(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+    # FastAPI's way of declaring a dependency (a default, not a call at import; `bearer` is local, so an
+    # Annotated form would be a forward reference FastAPI cannot resolve under `from __future__ import annotations`)
+    async def authorised(creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:  # noqa: B008
         if config.token is None:
             return
         given = creds.credentials if creds is not None else ""
