@@ -406,7 +406,7 @@ class Service:
         from alignsam.tools.classify import ClassifyResult, Prediction
 
         sources = await self._sources(req.images, "images")
-        names = _names(req.images, sources)
+        names = _names(sources)
         pixels = await self._pixels(sources)
         ok = [i for i, p in enumerate(pixels) if isinstance(p, np.ndarray)]
         classes, embeds = await asyncio.gather(
@@ -427,7 +427,7 @@ class Service:
         out: dict[str, Any] = {}
         if req.images is not None:
             sources = await self._sources(req.images, "images")
-            names = _names(req.images, sources)
+            names = _names(sources)
             pixels = await self._pixels(sources)
             ok = [i for i, p in enumerate(pixels) if isinstance(p, np.ndarray)]
             out["image_embeddings"] = (await self.image_rows([_array(pixels[i]) for i in ok])).tolist()
@@ -507,7 +507,7 @@ class Service:
 
     async def atag(self, req: s.TagRequest) -> dict[str, Any]:
         sources = await self._sources(req.images, "images")
-        names = _names(req.images, sources)
+        names = _names(sources)
         return await self._tag(await self._pixels(sources), names, req)
 
     async def _tag(self, pixels: list[np.ndarray | AlignSamError], names: list[str], req: s.TagOptions) -> dict:
@@ -590,10 +590,10 @@ class Service:
         limit = self.config.max_pixels
         image = await self._in(self.decode_pool, lambda: load_image_array(upload.data, max_pixels=limit))
         session = ImageSession(image, key, name if isinstance(source, Upload) else str(source))
-        shared = key in self.embeddings or key in self._jobs
         failed = self._jobs.get(key)
         if failed is not None and failed.error is not None:  # a new upload of the same bytes tries again
             del self._jobs[key]
+        shared = key in self.embeddings or key in self._jobs
         self.sessions.put(session.id, session)
         if session.id not in self.sessions:
             raise InputError(f"The image takes {session.nbytes / MB:.0f} MB, more than the sessions' memory.")
@@ -908,7 +908,8 @@ def validation_message(err: ValidationError | Sequence[dict[str, Any]]) -> str:
     return f"'{where}': {message}{more}." if where else f"{message}{more}."
 
 
-def _names(refs: Sequence[str], sources: Sequence[ImageSource]) -> list[str]:
+def _names(sources: Sequence[ImageSource]) -> list[str]:
+    """How images are named in answers: their path on the server, or `#<position>`."""
     return [str(src) if isinstance(src, Path) else f"#{i}" for i, src in enumerate(sources)]
 
 
