@@ -133,6 +133,12 @@ def test_click_negative_click_and_find(page: Any, tmp_path: Path) -> None:
     assert page.locator(".candidate").count() == 3
     mask = downloaded_mask(page)
     assert mask.shape == (128, 128) and iou(mask, target.mask) >= 0.8, iou(mask, target.mask)
+    with page.expect_download() as info:  # the page's own COCO RLE of the mask (made in the browser)
+        page.click("#download-coco")
+    record = json.loads(Path(info.value.path()).read_text())
+    mine = record["annotations"][-1]
+    assert mine["source"] == "prompt" and (decode_rle(mine["segmentation"]) == mask).all()
+    assert mine["area"] == int(mask.sum())
     # a negative click on the object, away from the first click: the mask shrinks
     ys, xs = np.nonzero(target.mask)
     far = int(np.argmax((xs - xy[0]) ** 2 + (ys - xy[1]) ** 2))

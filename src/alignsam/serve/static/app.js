@@ -137,6 +137,39 @@ function paint(mask, colourOf, alpha) {
   return c;
 }
 
+// COCO's compressed RLE of a mask (as `alignsam.io.rle.encode_rle`): run lengths in column-major order from a
+// run of zeros, each stored minus the run two before it (from the fourth on) in 5-bit groups, char 48 + group.
+function cocoRle(mask) {
+  const { w, h, values } = mask;
+  const runs = [];
+  let last = 0;
+  let run = 0;
+  for (let x = 0; x < w; x++) {
+    for (let y = 0; y < h; y++) {
+      const v = values[y * w + x] ? 1 : 0;
+      if (v !== last) {
+        runs.push(run);
+        run = 0;
+        last = v;
+      }
+      run++;
+    }
+  }
+  runs.push(run);
+  let out = "";
+  runs.forEach((r, i) => {
+    let x = i > 2 ? r - runs[i - 2] : r;
+    for (let more = true; more; ) {
+      let c = x & 0x1f;
+      x >>= 5; // arithmetic shift, as pycocotools on a signed long
+      more = c & 0x10 ? x !== -1 : x !== 0;
+      if (more) c |= 0x20;
+      out += String.fromCharCode(c + 48);
+    }
+  });
+  return { size: [h, w], counts: out };
+}
+
 function binary(mask) {
   return { w: mask.w, h: mask.h, values: mask.values.map((v) => (v > 127 ? 1 : 0)) };
 }
@@ -419,7 +452,7 @@ async function segment() {
     return;
   }
   const { points, box, scribbles } = state.prompts;
-  const body = { points, scribbles, output: ["png", "rle"] };
+  const body = { points, scribbles, output: ["png"] }; // COCO RLE is made here when it is downloaded
   if (box) body.box = box;
   const previous = state.result && state.result.source === "prompt" ? current() : null;
   if (previous) body.mask_input = previous.mask_id; // SAM refines its last mask with the new prompts
@@ -593,7 +626,7 @@ async function find(text) {
   if (!text.trim()) return;
   const seq = ++state.seq;
   try {
-    const r = await api(`/images/${state.image.id}/find`, { text, top_k: 3, output: ["png", "rle"] });
+    const r = await api(`/images/${state.image.id}/find`, { text, top_k: 3, output: ["png"] });
     if (seq !== state.seq) return;
     if (!r.matches.length) return status(`Nothing found for "${text}".`, true);
     const candidates = await Promise.all(
@@ -749,8 +782,8 @@ async function downloadCoco() {
     else annotations = (await api(`/images/${state.image.id}/masks`, { output: ["rle"] })).annotations;
     annotations = annotations.map((a, k) => ({ ...a, id: k }));
     const c = current();
-    if (c && c.segmentation) {
-      annotations.push({ id: annotations.length, segmentation: c.segmentation, bbox: c.bbox, area: c.area,
+    if (c) {
+      annotations.push({ id: annotations.length, segmentation: cocoRle(c.mask), bbox: c.bbox, area: c.area,
         predicted_iou: c.score, source: state.result.source, ...(state.result.label ? { class_name: state.result.label } : {}) });
     }
     const record = { image: { file_name: state.image.name, width: state.image.width, height: state.image.height }, annotations };
