@@ -96,6 +96,8 @@ def test_paths_only_under_the_roots(roots: dict[str, Path]) -> None:
         assert c.post("/images", json={"image": "/etc/passwd"}).status_code == 400
     with pytest.raises(ConfigError, match="not a folder"):
         Service("demo", "demo", allow_paths=(allowed / "sub" / "in.png",))
+    with pytest.raises(ConfigError, match="root folders"):
+        Service("demo", "demo", allow_paths=True)  # the old flag: every readable file
 
 
 def test_without_roots_no_path_is_read(client: Any) -> None:

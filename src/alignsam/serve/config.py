@@ -65,6 +65,10 @@ class ServeConfig:
     prompt_threads: int = 1
 
     def __post_init__(self) -> None:
+        if isinstance(self.allow_paths, bool | str):
+            raise ConfigError(
+                f"allow_paths takes the root folders images may be read from (a tuple), not {self.allow_paths!r}."
+            )
         roots = tuple(Path(p) for p in self.allow_paths)
         for root in roots:
             if not root.is_dir():
