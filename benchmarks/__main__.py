@@ -2,7 +2,7 @@
 
     python -m benchmarks                      # full size (align-base, SAM vit_b): ~15 minutes on 2 cores
     python -m benchmarks --quick              # tiny models, about a minute (the test suite runs this)
-    python -m benchmarks --only align,cli     # some of: align, sam, cli, train
+    python -m benchmarks --only align,cli     # some of: align, sam, cli, train, serve
     python -m benchmarks --markdown benchmarks/RESULTS.md --json benchmarks/results.json
 
 Each part times our code against the reference implementation on the same weights and inputs, interleaved,
@@ -30,6 +30,7 @@ PARTS = {
     "sam": "benchmarks.sam_speed",
     "cli": "benchmarks.cli_speed",
     "train": "benchmarks.train_speed",
+    "serve": "benchmarks.serve_speed",
 }
 
 
@@ -124,6 +125,10 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
     if pipe:
         f = pipe["fraction_of_model"]
         rows.append(("classify pipeline images/s vs the model's own", ">= 0.9", f"{f:.2f}", f >= 0.9))
+    if "serve" in results:
+        from benchmarks.serve_speed import targets as serve_targets
+
+        rows += serve_targets(results["serve"])
     mem = _timing(results, "cli", "peak resident memory")
     if mem:
         m = mem["peak_rss_mb"]

@@ -20,7 +20,7 @@ def results() -> dict:
 
 
 def test_every_part_reports_both_implementations(results: dict) -> None:
-    assert {"align", "sam", "cli", "train"} <= results.keys()
+    assert {"align", "sam", "cli", "train", "serve"} <= results.keys()
     assert results["peak_gflops"]["fp32"] > 0 and results["flops"]["align_image_batch8"] > 0
     sam = results["sam"]
     assert {"alignsam", "alignsam bf16", "transformers"} <= sam["set_image"].keys()
@@ -30,6 +30,17 @@ def test_every_part_reports_both_implementations(results: dict) -> None:
     assert amg["masks"]["alignsam"] > 0 and amg["masks"]["official"] > 0  # the thresholds let masks through
     assert isinstance(amg["same_masks"], bool) and amg["params"]["points_per_side"] == 4
     json.dumps(results, default=str)  # the --json report
+
+
+def test_the_serve_part_times_clicks_and_batching(results: dict) -> None:
+    serve = results["serve"]
+    for name in ("click", "hover"):
+        timing = serve["click_demo"][name]
+        assert 0 < timing["p50_ms"] <= timing["p90_ms"] <= timing["p99_ms"] and timing["n"] >= 10
+    batching = serve["classify_batching"]
+    assert batching["on"]["mean_image_batch"] > 1.0 and batching["off"]["mean_image_batch"] == 1.0
+    assert batching["throughput_ratio_on_over_off"] > 0 and batching["p99_over_batch_compute"] > 0
+    assert serve["decoder_batching_demo"]["ratio"] > 0
 
 
 def test_image_features_are_timed_with_and_without_fresh_pages(results: dict) -> None:
@@ -48,7 +59,9 @@ def test_the_report_has_the_targets_table(results: dict) -> None:
     for expected in ("ALIGN image features vs transformers", "ALIGN image features vs transformers, allocator",
                      "ALIGN text features", "SAM vit_b set_image",
                      "SAM set_image, bf16", "SAM predict", "SAM automatic masks per image vs the official",
-                     "cold start", "classify pipeline", "peak resident memory"):  # fmt: skip
+                     "cold start", "classify pipeline", "peak resident memory",
+                     "click over HTTP on an embedded image, demo SAM", "8 concurrent classify clients",
+                     "p99 latency / the batch's own compute"):  # fmt: skip
         assert any(n.startswith(expected) for n in names), (expected, names)
     report = markdown(results)
     assert report.startswith("# Benchmark results") and "| what | target | measured | met |" in report
