@@ -20,12 +20,17 @@ DEFAULT_SAM = DEFAULT_MODELS["sam"]
 
 def add_output_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", metavar="FILE", help="write the JSON result here instead of stdout")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or notes on stderr")
+    p.add_argument(
+        "-q", "--quiet", "--no-progress", dest="quiet", action="store_true", help="no progress bars or notes on stderr"
+    )
 
 
-def add_runtime_args(p: argparse.ArgumentParser) -> None:
+def add_runtime_args(p: argparse.ArgumentParser, batch_size: int = 16) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available, else cpu)")
-    p.add_argument("--batch-size", type=count(), default=16, metavar="N", help="images per forward pass (default 16)")
+    p.add_argument(
+        "--batch-size", type=count(), default=batch_size, metavar="N",
+        help=f"images per forward pass (default {batch_size})",
+    )  # fmt: skip
     p.add_argument("--workers", type=count(), default=2, metavar="N", help="image decoding threads (default 2)")
     p.add_argument("--threads", type=count(), metavar="N", help="CPU threads for the model (default: all cores)")
     p.add_argument(

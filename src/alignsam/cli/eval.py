@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from alignsam.cli import _common as c
 from alignsam.cli._common import count
 
 
@@ -26,15 +27,13 @@ def add_parser(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--model", help="hub id, folder or 'demo'")
-    common.add_argument("--batch-size", type=count(), default=64, help="images per forward pass (default 64)")
-    common.add_argument("--workers", type=count(), default=2, help="image decoding threads (default 2)")
-    common.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    common.add_argument("--output", "-o", help="also write the JSON result to this file")
     common.add_argument(
-        "-q", "--quiet", "--no-progress", dest="no_progress", action="store_true", help="no progress bars on stderr"
+        "--model",
+        help="ALIGN model: a hub id, a local folder, or 'demo' (default: kakaobrain/align-base; demo for synthetic)",
     )
-    tasks = parser.add_subparsers(dest="task", metavar="TASK", required=True)
+    c.add_runtime_args(common, batch_size=64)
+    c.add_output_args(common)
+    tasks = parser.add_subparsers(dest="task", metavar="TASK", required=True, help="zeroshot, retrieval or synthetic")
 
     p = tasks.add_parser("zeroshot", parents=[common], help="zero-shot top-1/top-5 on a folder-per-class data set")
     p.add_argument("folder", help="one sub-folder of images per class")
@@ -56,18 +55,13 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
     import time
 
     from alignsam.eval import HELD_OUT_SEED, retrieval_file, synthetic_benchmark, zero_shot_folder
-    from alignsam.io.files import write_text_atomic
     from alignsam.presets import DEFAULT_MODELS
-    from alignsam.tools import Encoder
 
-    model = args.model or ("demo" if args.task == "synthetic" else DEFAULT_MODELS["align"])
-    encoder = Encoder.from_pretrained(
-        model, device=args.device, batch_size=args.batch_size, workers=args.workers, progress=not args.no_progress
-    )
+    model = args.model = args.model or ("demo" if args.task == "synthetic" else DEFAULT_MODELS["align"])
+    encoder = c.make_encoder(args)
     start = time.perf_counter()
     if args.task == "zeroshot":
         result = zero_shot_folder(encoder, args.folder, class_names=args.class_names, templates=args.templates)
@@ -84,8 +78,5 @@ def run(args: argparse.Namespace) -> int:
             templates=args.templates,
         )
     result = {"task": args.task, "model": str(model), **result, "seconds": round(time.perf_counter() - start, 2)}
-    text = json.dumps(result, indent=2)
-    print(text)  # first: a failed --output below does not lose the result
-    if args.output:
-        write_text_atomic(args.output, text + "\n")
+    c.emit(args, result)
     return 0

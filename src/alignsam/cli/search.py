@@ -14,7 +14,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Rank the images of a folder written by `alignsam embed` against each query (a text, an "
         "image, or a composition such as 'image:query.jpg + text:at night'), by exact cosine similarity.",
     )
-    p.add_argument("queries", nargs="+", metavar="QUERY")
+    p.add_argument(
+        "queries", nargs="+", metavar="QUERY",
+        help="text, an image path, or a composed query ('image:a.jpg + text:at night'); one result list each",
+    )  # fmt: skip
     p.add_argument("--index", required=True, metavar="DIR", help="folder written by `alignsam embed`")
     p.add_argument("-k", "--top-k", type=c.count(), default=10, metavar="K", help="results per query (default 10)")
     c.add_align_args(p)

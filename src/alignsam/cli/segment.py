@@ -17,8 +17,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "prompts one mask (override with --multimask / --single).",
     )
     p.add_argument("image", help="the image")
-    p.add_argument("--point", action="append", default=[], type=c.numbers("a point", (2, 3)), metavar="X,Y[,L]")
-    p.add_argument("--box", action="append", default=[], type=c.numbers("a box", (4,)), metavar="X0,Y0,X1,Y1")
+    p.add_argument(
+        "--point", action="append", default=[], type=c.numbers("a point", (2, 3)), metavar="X,Y[,L]",
+        help="a point on the object (label 1, the default) or on the background (label 0); repeatable",
+    )  # fmt: skip
+    p.add_argument(
+        "--box", action="append", default=[], type=c.numbers("a box", (4,)), metavar="X0,Y0,X1,Y1",
+        help="a box around the object; repeat for several objects (one mask each)",
+    )  # fmt: skip
     p.add_argument("--mask-input", metavar="PNG", help="a rough binary mask of the object (white = object)")
     multi = p.add_mutually_exclusive_group()
     multi.add_argument("--multimask", dest="multimask", action="store_const", const=True, help="three masks")

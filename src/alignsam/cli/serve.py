@@ -39,7 +39,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--prompt-threads", type=c.count(), default=1, metavar="N", help="threads of SAM's prompt decoder (1)"
     )
     p.add_argument("--text-cache-mb", type=float, default=256, help="memory for text embeddings (0: off)")
-    p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--log-level", default="warning", choices=["debug", "info", "warning", "error"],
+        help="what the server logs on stderr (default warning)",
+    )  # fmt: skip
     c.add_align_args(p)
     c.add_sam_args(p)
     c.add_runtime_args(p)

@@ -87,7 +87,10 @@ def _output_options(num: int | None, image_format: str) -> argparse.ArgumentPars
         p.add_argument("-n", "--num", type=count(1), default=num, help=f"number of scenes (default {num})")
     p.add_argument("--seed", type=count(0), default=0, help="data set seed (default 0; use another for held-out)")
     p.add_argument("--start", type=count(0), default=0, help="first scene index (default 0)")
-    p.add_argument("--format", dest="image_format", choices=("jpg", "png"), default=image_format)
+    p.add_argument(
+        "--format", dest="image_format", choices=("jpg", "png"), default=image_format,
+        help=f"image file format (default {image_format})",
+    )  # fmt: skip
     p.add_argument("--quality", type=int, default=90, help="JPEG quality 1..100 (default 90)")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
     p.add_argument(
@@ -103,7 +106,9 @@ def add_parser(subparsers: Any) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    layouts = parser.add_subparsers(dest="layout", metavar="LAYOUT", required=True)
+    layouts = parser.add_subparsers(
+        dest="layout", metavar="LAYOUT", required=True, help="the data set's layout (each has its own --help)"
+    )
     scene, objects, noise = _scene_options(), _object_options(), _noise_options()
 
     p = layouts.add_parser(

@@ -42,7 +42,10 @@ def add_parser(subparsers: Any) -> None:
 
     g = p.add_argument_group("data")
     g.add_argument("--train-data", help="tar shard pattern ('{00000..00099}.tar', several joined by '::') or table")
-    g.add_argument("--data-kind", dest="kind", choices=("auto", "webdataset", "table"))
+    g.add_argument(
+        "--data-kind", dest="kind", choices=("auto", "webdataset", "table"),
+        help="webdataset shards or a table of image paths (default auto: from the path)",
+    )  # fmt: skip
     g.add_argument("--image-key", help="table column with image paths (default image)")
     g.add_argument("--caption-key", help="table column with captions (default caption)")
     g.add_argument("--workers", type=int, help="DataLoader workers per process (default 2)")
@@ -88,9 +91,9 @@ def add_parser(subparsers: Any) -> None:
     o.add_argument("--opt", dest="optimizer", choices=("lamb", "adamw"), help="optimiser (default lamb)")
     o.add_argument("--lr", type=float, help="peak learning rate (default 1e-3)")
     o.add_argument("--wd", dest="weight_decay", type=float, help="weight decay (default 1e-5)")
-    o.add_argument("--beta1", type=float)
-    o.add_argument("--beta2", type=float)
-    o.add_argument("--eps", type=float)
+    o.add_argument("--beta1", type=float, help="first-moment decay of LAMB / AdamW (default 0.9)")
+    o.add_argument("--beta2", type=float, help="second-moment decay of LAMB / AdamW (default 0.999)")
+    o.add_argument("--eps", type=float, help="the optimiser's epsilon (default 1e-6)")
     o.add_argument("--warmup", dest="warmup_steps", type=int, help="linear warm-up steps (default 0)")
     o.add_argument("--schedule", choices=("linear", "cosine", "constant"), help="decay after warm-up (default linear)")
     o.add_argument("--final-lr", type=float, help="learning rate at the last step (default 0)")
@@ -116,7 +119,7 @@ def add_parser(subparsers: Any) -> None:
     r.add_argument(
         "--tensorboard", action="store_const", const=True, help="write TensorBoard scalars to OUT/tensorboard"
     )
-    r.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    r.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where to train (default auto: cuda if available)")
     r.add_argument("--threads", type=int, help="CPU threads per process")
     r.add_argument("--max-seconds", type=float, help="stop (with a checkpoint) after this much training time")
     r.add_argument("--recalibrate-bn", type=int, help="at the end, batch-norm statistics from N batches (precise BN)")
