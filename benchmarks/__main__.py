@@ -31,6 +31,7 @@ PARTS = {
     "cli": "benchmarks.cli_speed",
     "train": "benchmarks.train_speed",
     "serve": "benchmarks.serve_speed",
+    "threads": "benchmarks.threads_speed",
 }
 
 
@@ -129,6 +130,22 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
         from benchmarks.serve_speed import targets as serve_targets
 
         rows += serve_targets(results["serve"])
+    threads = results.get("threads")
+    if threads:
+        loaded, idle = threads["masks"]["loaded"], threads["masks"]["idle"]
+        cores = str(threads["cores"])
+        rows.append(
+            (
+                f"`masks` under load ({threads['competing_processes']} busy processes): default threads vs "
+                f"--threads {cores}",
+                "(not slower)",
+                f"{loaded[cores] / loaded['auto']:.2f}x faster (idle: {idle[cores] / idle['auto']:.2f}x)",
+                loaded["auto"] <= loaded[cores] * 1.05,
+            )
+        )
+        for state in ("idle", "loaded"):
+            r = threads["features"][state]["ratio_vs_transformers"]
+            rows.append((f"seed API image features vs transformers, {state}", "(recorded)", f"{r:.2f}x", None))
     mem = _timing(results, "cli", "peak resident memory")
     if mem:
         m = mem["peak_rss_mb"]

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 from collections.abc import Iterator
 from typing import ClassVar, Literal
 
@@ -212,6 +213,30 @@ def _onednn_can_run(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
         and not torch.is_autocast_enabled("cpu")  # autocast casts to bf16, which PyTorch runs on oneDNN already
         and not needs_grad(*tensors)  # oneDNN's op has no autograd formula
     )
+
+
+def available_cores() -> int:
+    """The CPUs this process may run on (its affinity mask, else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+def idle_cores() -> int:
+    """Of `available_cores`, those other processes are not busy on now (minus the 1-minute load average,
+    rounded), at least 1.
+
+    The commands start with this many torch threads. On a machine whose cores are taken, more threads than
+    idle cores make every parallel region wait for a thread the scheduler has put aside, which costs the many
+    small operations of SAM's decoder and the mask generator several times their work; one thread per idle
+    core degrades with the load instead (benchmarks/RESULTS.md, "Threads")."""
+    cores = available_cores()
+    try:
+        busy = round(os.getloadavg()[0])
+    except (AttributeError, OSError):  # not Unix
+        return cores
+    return max(1, min(cores, cores - busy))
 
 
 FastPath.PLAIN = FastPath(

@@ -50,9 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import os
+
     from alignsam.errors import AlignSamError
     from alignsam.io.files import check_output_file, ensure_output_folder
 
+    # OpenMP threads that spin while they wait take the cores from whoever has work when they are shared;
+    # passive waits leave them. Read when torch starts OpenMP, so set before any command imports torch.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -32,7 +32,10 @@ def add_runtime_args(p: argparse.ArgumentParser, batch_size: int = 16) -> None:
         help=f"images per forward pass (default {batch_size})",
     )  # fmt: skip
     p.add_argument("--workers", type=count(), default=2, metavar="N", help="image decoding threads (default 2)")
-    p.add_argument("--threads", type=count(), metavar="N", help="CPU threads for the model (default: all cores)")
+    p.add_argument(
+        "--threads", type=count(), metavar="N",
+        help="CPU threads for the model (default: the cores other work leaves idle when the command starts)",
+    )  # fmt: skip
     p.add_argument(
         "--precision",
         choices=["fp32", "bf16"],
@@ -157,11 +160,16 @@ def device(args: argparse.Namespace) -> str:
 
 
 def setup(args: argparse.Namespace) -> None:
-    """Thread settings: the caller's choice, or torch's default of one thread per core."""
+    """Thread settings: the caller's choice, or one thread per core that other work leaves idle now
+    (`alignsam.fast.idle_cores`; said on stderr when that is fewer than the cores)."""
     import torch
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    from alignsam.fast import available_cores, idle_cores
+
+    threads = args.threads or idle_cores()
+    if not args.threads and threads < available_cores():
+        note(args, f"using {threads} of {available_cores()} cores: the others are busy (--threads to choose)")
+    torch.set_num_threads(threads)
 
 
 def fast_path(args: argparse.Namespace) -> Any:

@@ -155,12 +155,8 @@ def _eval_only(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-
     if args.eval_only:
         return _eval_only(args)
-    # Spinning OpenMP threads starve the other work on a shared CPU (see docs/training.md).
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from alignsam.train.sam.trainer import finetune
 
     config = config_from_args(args)

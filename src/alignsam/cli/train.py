@@ -248,9 +248,6 @@ def run(args: argparse.Namespace) -> int:
     import json
     import os
 
-    # OpenMP threads that spin while they wait collapse throughput when the cores are shared (DataLoader
-    # workers, other jobs): passive waits leave the cores to whoever has work. Set before torch starts OpenMP.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from alignsam.train.align import train
 
     summary = train(config_from_args(args), resume=args.resume)
