@@ -105,8 +105,9 @@ def sampling_plan(
     Returns:
         index: `R x 4P` (R = N * Ho * Wo * group) rows of the zero-padded value table
             (`(N, H + 4, W + 4, group)` rows of Cg channels), int32 when the table allows.
-        weight: `R x 4P` float32 (float64 for float64 offsets), mask times bilinear weight; per point the neighbours (y0, x0),
-            (y0, x0 + 1), (y0 + 1, x0), (y0 + 1, x0 + 1).
+        weight: `R x 4P` float32 (float64 for float64 offsets), mask times bilinear weight, in the same
+            order as `index`: the P points' upper-left neighbours (y0, x0), then (y0, x0 + 1), (y0 + 1, x0),
+            (y0 + 1, x0 + 1).
     """
     n, ho, wo, _ = offset.shape
     k = kernel_size
@@ -139,21 +140,26 @@ def sampling_plan(
     by = base_y.view(ho, 1, 1, 1)
     ix = torch.clamp(ix, min=-MARGIN - bx, max=width - bx)
     iy = torch.clamp(iy, min=-MARGIN - by, max=height - by)
-    # table row of the upper-left neighbour: ((n * Hp + y + 2) * Wp + x + 2) * G + g
+    # table row of the upper-left neighbour: ((n * Hp + y + 2) * Wp + x + 2) * G + g, with the parts that
+    # do not depend on the point summed first (N x Ho x Wo x G x 1)
     pixel = (by + MARGIN) * wp + (bx + MARGIN)  # (Ho, Wo, 1, 1)
     image = torch.arange(n, dtype=exact, device=device).view(n, 1, 1, 1, 1) * (hp * wp)
-    lin = torch.add(ix, iy, alpha=wp).add_(pixel + image).mul_(group)
-    lin = lin.add_(torch.arange(group, dtype=exact, device=device).view(group, 1))
+    start = (image + pixel) * group + torch.arange(group, dtype=exact, device=device).view(group, 1)
+    lin = torch.add(start, torch.add(ix, iy, alpha=wp), alpha=group)
     index_dtype = torch.int32 if rows < 2**31 else torch.int64
-    corners = torch.tensor([0, group, wp * group, (wp + 1) * group], dtype=index_dtype, device=device)
-    index = (lin.to(index_dtype).unsqueeze(-1) + corners).view(-1, 4 * p)
+    first = lin.to(index_dtype).view(-1, p)
+    # (R, 4, P): each neighbour's rows in a contiguous run of P (any order within a bag sums the same;
+    # interleaving the four per point writes with stride 4 and costs twice as much)
+    index = torch.empty(first.shape[0], 4, p, dtype=index_dtype, device=device)
+    for i, step in enumerate((0, group, wp * group, (wp + 1) * group)):
+        torch.add(first, step, out=index[:, i])
 
     real = torch.float64 if offset.dtype == torch.float64 else torch.float32
-    m = mask.to(real).view(n, ho, wo, group, p)
-    fx, fy = fx.to(real), fy.to(real)
+    m = mask.to(real).view(-1, p)
+    fx, fy = fx.to(real).view(-1, p), fy.to(real).view(-1, p)
     low = m * fy  # weight of the lower row (y0 + 1), then split along x
     high = m - low
     low_right = low * fx
     high_right = high * fx
-    weight = torch.stack((high - high_right, high_right, low - low_right, low_right), dim=-1).view(-1, 4 * p)
-    return index, weight
+    weight = torch.stack((high - high_right, high_right, low - low_right, low_right), dim=1)
+    return index.view(-1, 4 * p), weight.view(-1, 4 * p)
