@@ -79,7 +79,7 @@ def dcnv3_fast(
     # the value map as a table of Cg-channel rows, one per (padded pixel, group)
     table = F.pad(value, (0, 0, MARGIN, MARGIN, MARGIN, MARGIN)).reshape(-1, cg)
     weight = weight.to(table.dtype)
-    if torch.onnx.is_in_onnx_export() or torch.jit.is_tracing():
+    if _tracing():
         rows = table.index_select(0, index.reshape(-1)).view(index.shape[0], index.shape[1], cg)
         out = torch.matmul(weight.unsqueeze(1), rows).squeeze(1)  # (R, 1, 4P) @ (R, 4P, Cg)
     else:
@@ -138,8 +138,13 @@ def sampling_plan(
     # margin zeros, for the value and its gradient alike
     bx = base_x.view(wo, 1, 1)
     by = base_y.view(ho, 1, 1, 1)
-    ix = torch.clamp(ix, min=-MARGIN - bx, max=width - bx)
-    iy = torch.clamp(iy, min=-MARGIN - by, max=height - by)
+    tracing = _tracing()
+    if tracing:  # ONNX's Clip takes scalar bounds only
+        ix = torch.minimum(torch.maximum(ix, -MARGIN - bx), width - bx)
+        iy = torch.minimum(torch.maximum(iy, -MARGIN - by), height - by)
+    else:
+        ix = torch.clamp(ix, min=-MARGIN - bx, max=width - bx)
+        iy = torch.clamp(iy, min=-MARGIN - by, max=height - by)
     # table row of the upper-left neighbour: ((n * Hp + y + 2) * Wp + x + 2) * G + g, with the parts that
     # do not depend on the point summed first (N x Ho x Wo x G x 1)
     pixel = (by + MARGIN) * wp + (bx + MARGIN)  # (Ho, Wo, 1, 1)
@@ -150,9 +155,13 @@ def sampling_plan(
     first = lin.to(index_dtype).view(-1, p)
     # (R, 4, P): each neighbour's rows in a contiguous run of P (any order within a bag sums the same;
     # interleaving the four per point writes with stride 4 and costs twice as much)
-    index = torch.empty(first.shape[0], 4, p, dtype=index_dtype, device=device)
-    for i, step in enumerate((0, group, wp * group, (wp + 1) * group)):
-        torch.add(first, step, out=index[:, i])
+    steps_ = (0, group, wp * group, (wp + 1) * group)
+    if tracing:  # the exporter drops writes into slices of a preallocated tensor
+        index = first.unsqueeze(1) + torch.tensor(steps_, dtype=index_dtype, device=device).view(4, 1)
+    else:
+        index = torch.empty(first.shape[0], 4, p, dtype=index_dtype, device=device)
+        for i, step in enumerate(steps_):
+            torch.add(first, step, out=index[:, i])
 
     real = torch.float64 if offset.dtype == torch.float64 else torch.float32
     m = mask.to(real).view(-1, p)
@@ -163,3 +172,8 @@ def sampling_plan(
     high_right = high * fx
     weight = torch.stack((high - high_right, high_right, low - low_right, low_right), dim=1)
     return index.view(-1, 4 * p), weight.view(-1, 4 * p)
+
+
+def _tracing() -> bool:
+    """Whether the call is being traced (`torch.onnx.export`, `torch.jit.trace`): export-friendly ops then."""
+    return torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()
