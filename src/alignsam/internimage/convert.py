@@ -15,6 +15,7 @@ takes what shapes cannot tell (offset scale, image size) from the preset whose a
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 from typing import Literal
@@ -139,16 +140,17 @@ def infer_config(state_dict: Mapping[str, torch.Tensor], image_size: int | None 
 def matching_preset(fields: Mapping[str, object]) -> str | None:
     """Name of the preset whose channels, depths, groups and normalisation equal `fields`', or None."""
     keys = ("channels", "depths", "groups", "post_norm")
+    wanted = {k: tuple(v) if isinstance(v, list) else v for k, v in ((k, fields[k]) for k in keys)}
     for name, build in INTERNIMAGE_PRESETS.items():
         preset = build()
-        if all(getattr(preset, k) == fields[k] for k in keys):
+        if all(getattr(preset, k) == wanted[k] for k in keys):
             return name
     return None
 
 
 def describe(config: InternImageConfig) -> str:
     """'InternImage-T' for a preset's architecture, else its channels, depths and groups."""
-    name = matching_preset(config.to_dict())
+    name = matching_preset(dataclasses.asdict(config))
     if name is not None:
         return "InternImage-" + name.split("-", 1)[1].upper()
     return f"InternImage (channels {config.channels}, depths {list(config.depths)}, groups {list(config.groups)})"

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from alignsam.errors import CheckpointError, InputError
+from alignsam.errors import AlignSamError, CheckpointError, InputError
 from alignsam.internimage.modeling.config import InternImageConfig
 from alignsam.io.hub import recommended_settings, resolve_path
 from alignsam.io.images import ImageInput, load_image
@@ -115,7 +115,7 @@ def read_labels(ref: str | os.PathLike[str]) -> list[str] | None:
     if id2label is None:
         try:
             local = resolve_path(ref)
-        except Exception:
+        except AlignSamError:  # nothing at that path: no labels there
             local = None
         if local is not None and local.is_file():
             id2label = recommended_settings(local.parent, "config.json", {"id2label"}).get("id2label")
