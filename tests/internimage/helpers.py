@@ -95,8 +95,18 @@ def dcnv3_double_sum(
                     total = torch.zeros(cg, dtype=torch.float64)
                     for k in range(p):
                         i, j = divmod(k, kernel)
-                        x = ox * stride - pad + centre + offset_scale * (-centre + i * dilation + off[b, oy, ox, g_, k, 0])
-                        y = oy * stride - pad + centre + offset_scale * (-centre + j * dilation + off[b, oy, ox, g_, k, 1])
+                        x = (
+                            ox * stride
+                            - pad
+                            + centre
+                            + offset_scale * (-centre + i * dilation + off[b, oy, ox, g_, k, 0])
+                        )
+                        y = (
+                            oy * stride
+                            - pad
+                            + centre
+                            + offset_scale * (-centre + j * dilation + off[b, oy, ox, g_, k, 1])
+                        )
                         x0, y0 = math.floor(x.item()), math.floor(y.item())
                         for yy, wy in ((y0, y0 + 1 - y), (y0 + 1, y - y0)):
                             for xx, wx in ((x0, x0 + 1 - x), (x0 + 1, x - x0)):

@@ -68,7 +68,10 @@ def test_fast_gradients_equal_the_double_sum(n, h, w, c, g, s) -> None:
     value, offset, mask = _inputs(n, h, w, c, g)
     grad_out = torch.randn(n, h, w, c, generator=torch.Generator().manual_seed(1))
     grads = []
-    for fn in (lambda v, o, m: dcnv3_fast(v, o, m, group=g, offset_scale=s), lambda v, o, m: dcnv3_double_sum(v, o, m, g, s)):
+    for fn in (
+        lambda v, o, m: dcnv3_fast(v, o, m, group=g, offset_scale=s),
+        lambda v, o, m: dcnv3_double_sum(v, o, m, g, s),
+    ):
         leaves = [t.detach().clone().requires_grad_() for t in (value, offset, mask)]
         (fn(*leaves).double() * grad_out.double()).sum().backward()
         grads.append([t.grad.double() for t in leaves])

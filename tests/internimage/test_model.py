@@ -84,8 +84,20 @@ def test_large_presets_build(build, params) -> None:
 
 def test_presets_match_the_published_configurations() -> None:
     t, s = internimage_t(), internimage_s()
-    assert (t.channels, t.depths, t.groups, t.layer_scale, t.post_norm) == (64, (4, 4, 18, 4), (4, 8, 16, 32), None, False)
-    assert (s.channels, s.depths, s.groups, s.layer_scale, s.post_norm) == (80, (4, 4, 21, 4), (5, 10, 20, 40), 1e-5, True)
+    assert (t.channels, t.depths, t.groups, t.layer_scale, t.post_norm) == (
+        64,
+        (4, 4, 18, 4),
+        (4, 8, 16, 32),
+        None,
+        False,
+    )
+    assert (s.channels, s.depths, s.groups, s.layer_scale, s.post_norm) == (
+        80,
+        (4, 4, 21, 4),
+        (5, 10, 20, 40),
+        1e-5,
+        True,
+    )
     for build in INTERNIMAGE_PRESETS.values():
         config = build()
         assert config.cls_scale == 1.5 and config.mlp_ratio == 4.0
@@ -143,7 +155,9 @@ def _functional_forward(model: InternImage, x: torch.Tensor) -> tuple[torch.Tens
     x = x.double()
     x = F.conv2d(x, sd["patch_embed.conv1.weight"], sd["patch_embed.conv1.bias"], stride=2, padding=1)
     x = F.gelu(ln(x.permute(0, 2, 3, 1), "patch_embed.norm1.1"))
-    x = F.conv2d(x.permute(0, 3, 1, 2), sd["patch_embed.conv2.weight"], sd["patch_embed.conv2.bias"], stride=2, padding=1)
+    x = F.conv2d(
+        x.permute(0, 3, 1, 2), sd["patch_embed.conv2.weight"], sd["patch_embed.conv2.bias"], stride=2, padding=1
+    )
     x = ln(x.permute(0, 2, 3, 1), "patch_embed.norm2.1")  # N x H x W x C from here on
     levels = []
     for i, depth in enumerate(cfg.depths):
@@ -153,7 +167,13 @@ def _functional_forward(model: InternImage, x: torch.Tensor) -> tuple[torch.Tens
 
             def dcn(t: torch.Tensor, p: str = p, g: int = g) -> torch.Tensor:
                 c = t.shape[-1]
-                f = F.conv2d(t.permute(0, 3, 1, 2), sd[p + "dcn.dw_conv.0.weight"], sd[p + "dcn.dw_conv.0.bias"], padding=1, groups=c)
+                f = F.conv2d(
+                    t.permute(0, 3, 1, 2),
+                    sd[p + "dcn.dw_conv.0.weight"],
+                    sd[p + "dcn.dw_conv.0.bias"],
+                    padding=1,
+                    groups=c,
+                )
                 f = F.gelu(ln(f.permute(0, 2, 3, 1), p + "dcn.dw_conv.1.1"))
                 offsets = lin(f, p + "dcn.offset")
                 weights = lin(f, p + "dcn.mask").unflatten(-1, (g, 9)).softmax(-1).flatten(-2)

@@ -78,7 +78,11 @@ def test_official_pth_without_config_gets_its_architecture_from_shapes(tiny, tmp
     torch.save(tiny.state_dict(), path)
     model = load_internimage(path)
     config = tiny.config
-    assert (model.config.channels, model.config.depths, model.config.groups) == (config.channels, config.depths, config.groups)
+    assert (model.config.channels, model.config.depths, model.config.groups) == (
+        config.channels,
+        config.depths,
+        config.groups,
+    )
     assert model.config.post_norm and model.config.layer_scale is not None and model.config.num_classes == 10
     # the offset scale is in no shape: a custom architecture gets the default, so its owner passes a config
     assert model.config.offset_scale == 1.0
@@ -165,7 +169,7 @@ def test_truncated_and_foreign_files_fail_in_one_line(tiny, tmp_path: Path) -> N
     assert "truncated" in str(err.value) and "\n" not in str(err.value)
     other = tmp_path / "other.pth"
     torch.save({"image_encoder.patch_embed.proj.weight": torch.zeros(1)}, other)
-    with pytest.raises(CheckpointError, match="Not an InternImage checkpoint.*Supported layouts"):
+    with pytest.raises(CheckpointError, match=r"Not an InternImage checkpoint.*Supported layouts"):
         load_internimage(other)
 
 
@@ -174,12 +178,14 @@ def test_h_and_g_are_refused_with_what_is_supported(tiny, tmp_path: Path) -> Non
     sd["levels.0.blocks.0.dcn.center_feature_scale_proj_weight"] = torch.zeros(1, 16)
     path = tmp_path / "h.pth"
     torch.save({"model": sd}, path)
-    with pytest.raises(CheckpointError, match=r"InternImage-H/G checkpoint \(center_feature_scale.*supported: InternImage-T"):
+    with pytest.raises(
+        CheckpointError, match=r"InternImage-H/G checkpoint \(center_feature_scale.*supported: InternImage-T"
+    ):
         load_internimage(path)
     folder = tmp_path / "g"
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({**HF_CONFIG, "use_clip_projector": True, "channels": 512}))
-    with pytest.raises(ConfigError, match="use_clip_projector=True.*supported: InternImage-T, -S, -B, -L and -XL"):
+    with pytest.raises(ConfigError, match=r"use_clip_projector=True.*supported: InternImage-T, -S, -B, -L and -XL"):
         load_internimage(folder)
 
 

@@ -65,9 +65,7 @@ class InternImageModel(InternImage):
         device: str | torch.device | None = None,
     ) -> InternImageModel:
         """Load from a hub id, a folder or a weights file (see the module docstring); in eval mode."""
-        return load_internimage(
-            ref, config=config, revision=revision, cache_dir=cache_dir, dtype=dtype, device=device
-        )
+        return load_internimage(ref, config=config, revision=revision, cache_dir=cache_dir, dtype=dtype, device=device)
 
     def save_pretrained(self, directory: str | os.PathLike[str], *, labels: Sequence[str] | None = None) -> Path:
         """Write `config.json` (with `id2label` when `labels` are given) and `model.safetensors`."""
@@ -127,7 +125,9 @@ def read_config(data: Mapping[str, Any], preprocessor: Mapping[str, Any] | None 
     if model_type == MODEL_TYPE:
         version = data.get("format_version", FORMAT_VERSION)
         if not isinstance(version, int) or version > FORMAT_VERSION:
-            raise ConfigError(f"config.json has format_version {version!r}; this alignsam reads up to {FORMAT_VERSION}.")
+            raise ConfigError(
+                f"config.json has format_version {version!r}; this alignsam reads up to {FORMAT_VERSION}."
+            )
         return InternImageConfig.from_dict(data)
     if model_type == HF_MODEL_TYPE:
         config = InternImageConfig.from_dict(data)

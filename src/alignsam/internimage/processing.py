@@ -21,6 +21,7 @@ import functools
 import os
 from collections.abc import Sequence
 from importlib import resources
+from typing import cast
 
 import numpy as np
 import torch
@@ -78,7 +79,7 @@ class InternImageProcessor:
 
     def __call__(self, images: ImageInput | Sequence[ImageInput]) -> torch.Tensor:
         """One image or a list -> `pixel_values` `N x 3 x size x size` (float32)."""
-        batch = list(images) if isinstance(images, list | tuple) else [images]
+        batch: list[ImageInput] = list(images) if isinstance(images, list | tuple) else [cast(ImageInput, images)]
         if not batch:
             raise InputError("No images given.")
         return torch.from_numpy(np.stack([self.preprocess(im) for im in batch]))
@@ -92,7 +93,7 @@ def _center_crop(arr: np.ndarray, size: int) -> np.ndarray:
         ph, pw = max(size - h, 0), max(size - w, 0)
         arr = np.pad(arr, ((ph // 2, (ph + 1) // 2), (pw // 2, (pw + 1) // 2), (0, 0)))
         h, w = arr.shape[:2]
-    top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
+    top, left = round((h - size) / 2.0), round((w - size) / 2.0)  # half to even, as torchvision
     return arr[top : top + size, left : left + size]
 
 

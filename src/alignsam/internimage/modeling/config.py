@@ -105,7 +105,10 @@ class InternImageConfig:
             f"InternImageConfig.depths {list(self.depths)} and groups {list(self.groups)} differ in length.",
         )
         require(len(self.depths) <= 8, f"InternImageConfig has {len(self.depths)} levels; at most 8 are allowed.")
-        require(self.channels % 2 == 0, f"InternImageConfig.channels must be even (the stem halves it), got {self.channels}.")
+        require(
+            self.channels % 2 == 0,
+            f"InternImageConfig.channels must be even (the stem halves it), got {self.channels}.",
+        )
         for i, g in enumerate(self.groups):
             width = self.level_channels(i)
             require(
@@ -212,7 +215,7 @@ class InternImageConfig:
                     f"checkpoint); supported: {SUPPORTED}."
                 )
         names = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in names}
+        kwargs: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in names}
         try:
             return cls(**kwargs)
         except TypeError as err:

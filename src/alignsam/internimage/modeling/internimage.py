@@ -16,6 +16,9 @@ maps the Hugging Face layout onto them.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -176,13 +179,16 @@ class InternImage(nn.Module):
                 module.core = core
         return self
 
+    def _levels(self) -> Iterator[Level]:
+        return cast(Iterator[Level], iter(self.levels))
+
     def forward_levels(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
         """The output of each level, before its downsample (after its LayerNorm unless post_norm), for
         dense tasks: `[N x C x H/4 x W/4, N x 2C x H/8 x W/8, N x 4C x H/16 x W/16, N x 8C x H/32 x W/32]`
         (channels-first views of channels-last memory), as the official `forward_features_seq_out`."""
         x = self.pos_drop(self.patch_embed(pixel_values))
         outputs = []
-        for level in self.levels:
+        for level in self._levels():
             x = level(x)
             outputs.append(x.permute(0, 3, 1, 2))
             if level.downsample is not None:
@@ -193,7 +199,7 @@ class InternImage(nn.Module):
         """Pooled features, the classifier's input: the last level through the convolutional head
         (1 x 1 conv, BatchNorm, GELU) and averaged over the map: `N x int(8C * cls_scale)` (768 for T)."""
         x = self.pos_drop(self.patch_embed(pixel_values))
-        for level in self.levels:
+        for level in self._levels():
             x = level(x)
             if level.downsample is not None:
                 x = level.downsample(x)
