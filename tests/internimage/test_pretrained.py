@@ -207,3 +207,21 @@ def test_references_that_are_not_weights(tmp_path: Path) -> None:
         load_internimage(folder)
     with pytest.raises(ModelNotFoundError):
         load_internimage(tmp_path / "missing.pth")
+
+
+def test_hub_id_from_the_cache(tiny, pixels, tmp_path: Path) -> None:
+    """A hub id (Hugging Face layout) resolves through the cache without network (HF_HUB_OFFLINE is set)."""
+    repo = tmp_path / "cache" / "models--OpenGVLab--internimage_tiny"
+    snapshot = repo / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    config = tiny.config
+    hf = {**HF_CONFIG, "channels": config.channels, "depths": list(config.depths), "groups": list(config.groups),
+          "num_classes": config.num_classes, "id2label": {str(i): f"kind {i}" for i in range(10)}}  # fmt: skip
+    (snapshot / "config.json").write_text(json.dumps(hf))
+    save_safetensors(internimage_to_hf(tiny.state_dict()), snapshot / "model.safetensors")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    model = load_internimage("OpenGVLab/internimage_tiny", cache_dir=tmp_path / "cache")
+    _same_outputs(tiny, model, pixels)
+    with pytest.raises(ModelNotFoundError, match="not in the Hugging Face cache"):
+        load_internimage("OpenGVLab/not-there", cache_dir=tmp_path / "cache")
