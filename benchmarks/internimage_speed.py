@@ -13,6 +13,8 @@ Measures, with interleaved repetitions (medians and ratios), InternImage-T at 22
 
     python -m benchmarks.internimage_speed            # full size, several minutes on 2 cores
     python -m benchmarks.internimage_speed --quick    # tiny models, seconds (what the test suite runs)
+    python -m benchmarks.internimage_speed --threads 1 --cpu-time   # one thread, CPU seconds: figures that
+                                                                    # other processes' load does not skew
 
 Importable: `run(quick=True)` returns the figures as a dict.
 """
@@ -71,7 +73,7 @@ def _official_module_call(model: torch.nn.Module, x: torch.Tensor) -> Callable[[
     return call
 
 
-def internimage_timings(quick: bool, repeats: int) -> dict[str, Any]:
+def internimage_timings(quick: bool, repeats: int, clock: Callable[[], float]) -> dict[str, Any]:
     config = quick_config() if quick else internimage_t()
     size, batch = (64, 2) if quick else (224, 8)
     torch.manual_seed(0)
@@ -87,7 +89,9 @@ def internimage_timings(quick: bool, repeats: int) -> dict[str, Any]:
         "ours": _call(ours, x, fp32),
         "ours bf16": _call(ours, x, bf16),
     }
-    timing = interleaved(f"InternImage-T {size} px, batch {batch}", contenders, repeats=repeats, items_per_call=batch)
+    timing = interleaved(
+        f"InternImage-T {size} px, batch {batch}", contenders, repeats=repeats, items_per_call=batch, clock=clock
+    )
     with torch.inference_mode():
         exact = contenders["ours"]().float()
         formula = contenders["reference formula"]().float()
@@ -102,7 +106,7 @@ def internimage_timings(quick: bool, repeats: int) -> dict[str, Any]:
     return out
 
 
-def core_timings(quick: bool, repeats: int) -> dict[str, Any]:
+def core_timings(quick: bool, repeats: int, clock: Callable[[], float]) -> dict[str, Any]:
     """The DCNv3 core alone at each level's shape of InternImage-T (batch 8, 224 px), summed over the
     levels' block counts (4, 4, 18, 4)."""
     shapes = [(2, 16, 16, 1, 1), (2, 8, 32, 2, 1)] if quick else [
@@ -121,6 +125,7 @@ def core_timings(quick: bool, repeats: int) -> dict[str, Any]:
                 "ours": _core(dcnv3_fast, value, offset, mask, group),
             },
             repeats=repeats,
+            clock=clock,
         )
         for who in totals:
             totals[who] += timing.median(who) * blocks
@@ -139,7 +144,7 @@ def _core(core: Any, value: torch.Tensor, offset: torch.Tensor, mask: torch.Tens
     return call
 
 
-def align_comparison(quick: bool, repeats: int) -> dict[str, Any]:
+def align_comparison(quick: bool, repeats: int, clock: Callable[[], float]) -> dict[str, Any]:
     """Images per second: InternImage-T at 224 and ALIGN's EfficientNet-B7 at 289, our fast paths."""
     from alignsam.align import align_base
     from alignsam.align.inference import prepare_align
@@ -176,6 +181,7 @@ def align_comparison(quick: bool, repeats: int) -> dict[str, Any]:
         },
         repeats=repeats,
         items_per_call=batch,
+        clock=clock,
     )
     out: dict[str, Any] = {"name": timing.name}
     for who in timing.seconds:
@@ -194,24 +200,35 @@ def _summary(t: Timing, reference: str) -> dict[str, Any]:
     return out
 
 
-def run(quick: bool = False, repeats: int = 3) -> dict[str, Any]:
+def run(quick: bool = False, repeats: int = 3, threads: int | None = None, cpu_time: bool = False) -> dict[str, Any]:
+    """All timings; `threads` sets torch's thread count for the run, `cpu_time` times with CPU seconds."""
     repeats = 2 if quick else repeats
-    return {
-        "machine": machine(),
-        "config": "quick" if quick else "internimage-t",
-        "model": internimage_timings(quick, repeats),
-        "core": core_timings(quick, repeats),
-        "vs_align": align_comparison(quick, repeats),
-    }
+    saved = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    clock = time.process_time if cpu_time else time.perf_counter
+    try:
+        return {
+            "machine": machine(),
+            "config": "quick" if quick else "internimage-t",
+            "clock": "process CPU time" if cpu_time else "wall time",
+            "model": internimage_timings(quick, repeats, clock),
+            "core": core_timings(quick, repeats, clock),
+            "vs_align": align_comparison(quick, repeats, clock),
+        }
+    finally:
+        torch.set_num_threads(saved)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, help="torch threads for the run (default: torch's own)")
+    parser.add_argument("--cpu-time", action="store_true", help="time with process CPU seconds, not wall time")
     args = parser.parse_args()
     start = time.perf_counter()
-    print(json.dumps(run(args.quick, args.repeats), indent=2))
+    print(json.dumps(run(args.quick, args.repeats, args.threads, args.cpu_time), indent=2))
     print(f"({time.perf_counter() - start:.0f} s)")
 
 

@@ -81,11 +81,12 @@ def test_fast_gradients_equal_the_double_sum(n, h, w, c, g, s) -> None:
 
 
 def test_fast_gradcheck_in_float64() -> None:
-    value, offset, mask = _inputs(1, 4, 5, 4, 2, dtype=torch.float64, spread=2.0)
+    value, offset, mask = _inputs(1, 3, 4, 4, 2, dtype=torch.float64, spread=2.0)
     # keep points away from integer coordinates, where the bilinear weights have kinks
     offset = offset.round() + 0.3
     leaves = [t.detach().clone().requires_grad_() for t in (value, offset, mask)]
-    assert torch.autograd.gradcheck(lambda v, o, m: dcnv3_fast(v, o, m, group=2, offset_scale=1.0), leaves)
+    core = lambda v, o, m: dcnv3_fast(v, o, m, group=2, offset_scale=1.0)  # noqa: E731
+    assert torch.autograd.gradcheck(core, leaves, fast_mode=True)
 
 
 def test_fast_equals_the_grid_sample_formula_forward_and_backward() -> None:
