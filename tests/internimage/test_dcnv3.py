@@ -157,3 +157,16 @@ def test_module_uses_a_pluggable_core_and_starts_on_the_plain_grid() -> None:
     with torch.no_grad():
         core_out = dcnv3_fast(value, torch.zeros(2, 6, 7, 36), torch.full((2, 6, 7, 18), 1 / 9), group=2)
     assert torch.allclose(core_out, box.permute(0, 2, 3, 1), atol=1e-6)
+
+
+def test_mismatched_inputs_are_named() -> None:
+    value, offset, mask = _inputs(1, 4, 4, 8, 2)
+    with pytest.raises(ValueError, match="needs 36 offsets and 18 weights a pixel; got 36 and 9"):
+        dcnv3_fast(value, offset, mask[..., :9], group=2)
+    with pytest.raises(ValueError, match="not divisible by 3 groups"):
+        dcnv3_fast(value, offset, mask, group=3)
+    with pytest.raises(ValueError, match="disagree in batch or output size"):
+        dcnv3_fast(value, offset[:, :3], mask, group=2)
+    # non-contiguous offsets and weights are read as they are
+    t_offset = offset.transpose(1, 2).contiguous().transpose(1, 2)
+    assert torch.equal(dcnv3_fast(value, t_offset, mask, group=2), dcnv3_fast(value, offset, mask, group=2))

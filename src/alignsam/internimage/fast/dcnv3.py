@@ -14,12 +14,13 @@ integer coordinates, and zeros outside the H x W map.
 
 How it is computed here:
 
-1. A sampling plan, in float32 whatever the input dtype (float64 for float64 offsets): for each point its upper-left neighbour
-   (x0, y0) and fractions (fx, fy). The fraction comes from the displacement `s * (dx + offset)` alone,
-   never from `wo + ...`, so it carries no rounding from the pixel's position (the `grid_sample` formula
-   normalises by the map size and back, which costs ~1e-6 pixel). Each neighbour pair is clamped into
-   [-2, W] (and [-2, H]); with a zero margin of 2 pixels around the map a clamped pair reads zeros only,
-   which is exact for the value and for the gradient, so no validity masks are needed.
+1. A sampling plan, in float32 whatever the input dtype (float64 for float64 offsets): for each point
+   its upper-left neighbour (x0, y0) and fractions (fx, fy). The fraction comes from the displacement
+   `s * (dx + offset)` alone, never from `wo + ...`, so it carries no rounding from the pixel's position
+   (the `grid_sample` formula normalises by the map size and back, which costs ~1e-6 pixel). Each
+   neighbour pair is clamped into [-2, W] (and [-2, H]); with a zero margin of 2 pixels around the map a
+   clamped pair reads zeros only, which is exact for the value and for the gradient, so no validity masks
+   are needed.
 2. Four weights per point, `mask * bilinear weight` (the softmax mask and the bilinear weights combined),
    and the four rows they read in the value map seen as a table of `Cg`-channel rows, one per (pixel,
    group) of the zero-padded channels-last map.
@@ -71,6 +72,7 @@ def dcnv3_fast(
     """
     n, h, w, c = value.shape
     _, ho, wo, _ = offset.shape
+    check_shapes(value, offset, mask, group, kernel_size * kernel_size)
     cg = c // group
     index, weight = sampling_plan(
         offset, mask, height=h, width=w, group=group, kernel_size=kernel_size, stride=stride, pad=pad,
@@ -126,7 +128,7 @@ def sampling_plan(
     base_x = torch.arange(wo, dtype=exact, device=device) * stride + (centre - pad)  # (Wo,)
     base_y = torch.arange(ho, dtype=exact, device=device) * stride + (centre - pad)  # (Ho,)
 
-    o = offset.to(exact).view(n, ho, wo, group, p, 2)
+    o = offset.to(exact).reshape(n, ho, wo, group, p, 2)
     # displacement a = s * (grid + offset) of each point: floor and fraction, exact to a's own rounding
     ax = torch.add(grid_x, o[..., 0], alpha=s)  # (N, Ho, Wo, G, P)
     ay = torch.add(grid_y, o[..., 1], alpha=s)
@@ -152,7 +154,7 @@ def sampling_plan(
     start = (image + pixel) * group + torch.arange(group, dtype=exact, device=device).view(group, 1)
     lin = torch.add(start, torch.add(ix, iy, alpha=wp), alpha=group)
     index_dtype = torch.int32 if rows < 2**31 else torch.int64
-    first = lin.to(index_dtype).view(-1, p)
+    first = lin.to(index_dtype).reshape(-1, p)
     # (R, 4, P): each neighbour's rows in a contiguous run of P (any order within a bag sums the same;
     # interleaving the four per point writes with stride 4 and costs twice as much)
     steps_ = (0, group, wp * group, (wp + 1) * group)
@@ -164,14 +166,32 @@ def sampling_plan(
             torch.add(first, step, out=index[:, i])
 
     real = torch.float64 if offset.dtype == torch.float64 else torch.float32
-    m = mask.to(real).view(-1, p)
-    fx, fy = fx.to(real).view(-1, p), fy.to(real).view(-1, p)
+    m = mask.to(real).reshape(-1, p)
+    fx, fy = fx.to(real).reshape(-1, p), fy.to(real).reshape(-1, p)
     low = m * fy  # weight of the lower row (y0 + 1), then split along x
     high = m - low
     low_right = low * fx
     high_right = high * fx
     weight = torch.stack((high - high_right, high_right, low - low_right, low_right), dim=1)
     return index.view(-1, 4 * p), weight.view(-1, 4 * p)
+
+
+def check_shapes(value: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor, group: int, points: int) -> None:
+    """A `ValueError` naming the mismatch when the three inputs do not describe one DCNv3 sampling."""
+    if value.dim() != 4 or offset.dim() != 4 or mask.dim() != 4:
+        raise ValueError(f"DCNv3 takes 4-d tensors (N x H x W x C); got {value.dim()}, {offset.dim()}, {mask.dim()}-d.")
+    if value.shape[-1] % group:
+        raise ValueError(f"DCNv3: {value.shape[-1]} channels are not divisible by {group} groups.")
+    if offset.shape[-1] != group * points * 2 or mask.shape[-1] != group * points:
+        raise ValueError(
+            f"DCNv3 with {group} groups of {points} points needs {group * points * 2} offsets and "
+            f"{group * points} weights a pixel; got {offset.shape[-1]} and {mask.shape[-1]}."
+        )
+    if offset.shape[:3] != mask.shape[:3] or offset.shape[0] != value.shape[0]:
+        raise ValueError(
+            f"DCNv3: offsets {tuple(offset.shape)}, weights {tuple(mask.shape)} and values "
+            f"{tuple(value.shape)} disagree in batch or output size."
+        )
 
 
 def _tracing() -> bool:
