@@ -98,10 +98,11 @@ def test_fast_equals_the_grid_sample_formula_forward_and_backward() -> None:
         out.square().sum().backward()
         outs.append(out.detach())
         grads.append([t.grad for t in leaves])
-    # the formula normalises positions by the padded size and back: ~1e-6 pixel of float32 rounding
-    assert (outs[0] - outs[1]).abs().max() < 1e-4
+    # the formula normalises positions by the padded size and back, a float32 rounding of ~W * 6e-8 pixel:
+    # 2e-6 here, 2.4e-5 on a 56 x 56 map (where we stay within 1e-5 of the exact double sum)
+    assert (outs[0] - outs[1]).abs().max() < 1e-5
     for ours, ref in zip(*grads, strict=True):
-        assert (ours - ref).abs().max() < 1e-4 * max(1.0, ref.abs().max().item())
+        assert (ours - ref).abs().max() < 1e-5 * max(1.0, ref.abs().max().item())
 
 
 def test_bfloat16_runs_and_stays_close() -> None:
