@@ -90,3 +90,16 @@ def test_held_memory_env_spares_fresh_pages() -> None:
     default, held = fresh_mb(plain), fresh_mb({**plain, **HELD_MEMORY_ENV})
     assert default >= 24 * 35, default  # 24 buffers of 40 MB, each fresh
     assert held <= default / 4, (held, default)
+
+
+def test_internimage_part_times_both_cores_and_align(results: dict) -> None:
+    part = results["internimage"]
+    model = part["model"]
+    assert {"reference formula", "ours, same context", "ours", "ours bf16"} <= model.keys()
+    assert model["max_abs_diff_ours_vs_formula"] < 1e-3 * model["logits_scale"]  # the same model, two cores
+    assert model["logits_std_over_classes"] > 0.1 * model["logits_scale"]  # spread-out logits for the cosine
+    assert 0.99 < model["bf16_cosine_to_fp32"]["min"] <= 1.0
+    assert part["core"]["ratio"] > 0 and len(part["vs_align"]) == 5
+    names = [row[0] for row in results["targets"]]
+    assert any(n.startswith("InternImage-T bf16 vs the formula") for n in names), names
+    assert any(n.startswith("images/s, InternImage-T") for n in names), names

@@ -22,7 +22,7 @@ from alignsam.errors import CheckpointError
 M = TypeVar("M", bound=nn.Module)
 StateDict = dict[str, torch.Tensor]
 
-_CONTAINER_KEYS = ("state_dict", "model", "module", "model_state_dict")
+_CONTAINER_KEYS = ("state_dict", "model", "model_ema", "module", "model_state_dict")
 
 
 # nn.init functions that modules call from their constructors (directly or through reset_parameters).
@@ -61,7 +61,8 @@ def build_on_meta(factory: Callable[[], M]) -> M:
 def load_state_dict(path: str | os.PathLike[str]) -> StateDict:
     """Read a `.safetensors` file, a sharded `*.index.json`, or a pickled `.bin`/`.pth` (weights only).
 
-    Pickled checkpoints that wrap the weights (`{"state_dict": ...}`, `{"model": ...}`) are unwrapped.
+    Pickled checkpoints that wrap the weights (`{"state_dict": ...}`, `{"model": ...}`, an EMA-only
+    `{"model_ema": ...}`) are unwrapped.
     """
     path = Path(path)
     if not path.is_file():

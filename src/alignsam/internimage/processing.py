@@ -1,0 +1,151 @@
+"""InternImage's evaluation preprocessing and its ImageNet-1k labels.
+
+Preprocessing is the official evaluation transform (`classification/dataset/build.py` with `TEST.CROP` on,
+`classification/config.py` defaults), written with PIL and numpy instead of torchvision:
+
+1. resize so that the short side is the image size (224 for T/S/B, 384 for L/XL; not 256), the long side
+   `int(size * long / short)`, bicubic (PIL's, antialiased, as torchvision on PIL images);
+2. centre crop to size x size (torchvision's offsets: `int(round((h - size) / 2))`);
+3. to float in [0, 1], then `(x - mean) / std` with the ImageNet mean (0.485, 0.456, 0.406) and std
+   (0.229, 0.224, 0.225).
+
+Labels come from the checkpoint where it has them (`id2label` in its `config.json`, or a `labels.txt` with
+one name per line); otherwise a 1000-class model gets the ImageNet-1k class names shipped with alignsam
+(`alignsam/internimage/imagenet1k_classes.txt`: the Keras/PyTorch-hub list of the public class names, underscores
+as spaces), and any other model "class 0", "class 1", ...
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Sequence
+from importlib import resources
+from typing import cast
+
+import numpy as np
+import torch
+from PIL import Image
+
+from alignsam.errors import AlignSamError, CheckpointError, InputError
+from alignsam.internimage.modeling.config import InternImageConfig
+from alignsam.io.hub import resolve_path
+from alignsam.io.images import ImageInput, load_image
+from alignsam.io.resolve import recommended
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+LABELS_FILE = "labels.txt"
+IMAGENET_CLASSES_FILE = "imagenet1k_classes.txt"
+
+
+class InternImageProcessor:
+    """Images (paths, bytes, PIL images, arrays; see `alignsam.io.images`) -> `pixel_values`
+    `N x 3 x size x size` float32, the official evaluation preprocessing (module docstring)."""
+
+    def __init__(
+        self,
+        image_size: int = 224,
+        *,
+        resample: int = Image.Resampling.BICUBIC,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ) -> None:
+        if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 1:
+            raise InputError(f"image_size must be a positive integer, got {image_size!r}.")
+        self.image_size = image_size
+        self.resample = int(resample)
+        self.mean = np.asarray(mean, np.float32)
+        self.std = np.asarray(std, np.float32)
+
+    @classmethod
+    def for_config(cls, config: InternImageConfig) -> InternImageProcessor:
+        """The processor of a model: its `image_size`."""
+        return cls(config.image_size)
+
+    def preprocess(self, image: ImageInput) -> np.ndarray:
+        """One image -> `3 x size x size` float32 array."""
+        pil = load_image(image)
+        size = self.image_size
+        w, h = pil.size
+        short, long = (w, h) if w <= h else (h, w)
+        new_long = int(size * long / short)
+        new_w, new_h = (size, new_long) if w <= h else (new_long, size)
+        if (new_w, new_h) != (w, h):
+            pil = pil.resize((new_w, new_h), resample=self.resample)
+        arr = _center_crop(np.asarray(pil), size)
+        x = arr.astype(np.float32) / np.float32(255)
+        x = (x - self.mean) / self.std
+        return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+    def __call__(self, images: ImageInput | Sequence[ImageInput]) -> torch.Tensor:
+        """One image or a list -> `pixel_values` `N x 3 x size x size` (float32)."""
+        batch: list[ImageInput] = list(images) if isinstance(images, list | tuple) else [cast(ImageInput, images)]
+        if not batch:
+            raise InputError("No images given.")
+        return torch.from_numpy(np.stack([self.preprocess(im) for im in batch]))
+
+
+def _center_crop(arr: np.ndarray, size: int) -> np.ndarray:
+    """torchvision's `center_crop` on `H x W x C`: zero padding where the image is smaller, then the crop
+    at `int(round((H - size) / 2))`, `int(round((W - size) / 2))`."""
+    h, w = arr.shape[:2]
+    if h < size or w < size:
+        ph, pw = max(size - h, 0), max(size - w, 0)
+        arr = np.pad(arr, ((ph // 2, (ph + 1) // 2), (pw // 2, (pw + 1) // 2), (0, 0)))
+        h, w = arr.shape[:2]
+    top, left = round((h - size) / 2.0), round((w - size) / 2.0)  # half to even, as torchvision
+    return arr[top : top + size, left : left + size]
+
+
+@functools.lru_cache(maxsize=1)
+def _imagenet_classes() -> tuple[str, ...]:
+    text = resources.files("alignsam.internimage").joinpath(IMAGENET_CLASSES_FILE).read_text(encoding="utf-8")
+    return tuple(line.strip() for line in text.splitlines() if line.strip())
+
+
+def imagenet_labels() -> list[str]:
+    """The 1000 ImageNet-1k class names in class-index order."""
+    return list(_imagenet_classes())
+
+
+def read_labels(ref: str | os.PathLike[str]) -> list[str] | None:
+    """Class names stored with a checkpoint: `id2label` in its `config.json`, else its `labels.txt`; None
+    when it has neither. Local folders (or the folder of a weights file) are read; hub ids from the cache
+    only, never the network."""
+    id2label = recommended(ref, "internimage", "config.json", {"id2label"}).get("id2label")
+    if id2label is None:
+        try:
+            local = resolve_path(ref)
+        except AlignSamError:  # nothing at that path: no labels there
+            local = None
+        if local is not None and local.is_file():
+            id2label = recommended(local.parent, "internimage", "config.json", {"id2label"}).get("id2label")
+            local = local.parent
+        if id2label is None:
+            path = local / LABELS_FILE if local is not None else None
+            if path is None or not path.is_file():
+                return None
+            return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not isinstance(id2label, dict) or not id2label:
+        raise CheckpointError(f"The id2label of '{ref}' is not a mapping of class indices to names.")
+    try:
+        pairs = sorted((int(k), str(v)) for k, v in id2label.items())
+    except ValueError as err:
+        raise CheckpointError(f"The id2label of '{ref}' has a key that is not a class index: {err}") from err
+    if [i for i, _ in pairs] != list(range(len(pairs))):
+        raise CheckpointError(f"The id2label of '{ref}' does not number its classes 0..{len(pairs) - 1}.")
+    return [name for _, name in pairs]
+
+
+def labels_for(ref: str | os.PathLike[str] | None, num_classes: int) -> list[str]:
+    """The class names to show for a model: the checkpoint's own (`read_labels`), else the ImageNet-1k
+    names for 1000 classes, else "class i". A stored list of the wrong length is an error."""
+    stored = read_labels(ref) if ref is not None else None
+    if stored is not None:
+        if len(stored) != num_classes:
+            raise CheckpointError(f"'{ref}' stores {len(stored)} class names for a model with {num_classes} classes.")
+        return stored
+    if num_classes == 1000:
+        return imagenet_labels()
+    return [f"class {i}" for i in range(num_classes)]
