@@ -25,6 +25,8 @@ _EXPORTS: dict[str, str] = {
     # Segment Anything
     "sam_model_registry": "alignsam.sam",
     "SamModel": "alignsam.sam",
+    "SamProcessor": "alignsam.sam",
+    "SamImageProcessor": "alignsam.sam",
     "SamPredictor": "alignsam.sam",
     "SamAutomaticMaskGenerator": "alignsam.sam",
     "mask_to_logits": "alignsam.sam",
@@ -78,8 +80,10 @@ if TYPE_CHECKING:
     from alignsam.sam import (
         AmgConfig,
         SamAutomaticMaskGenerator,
+        SamImageProcessor,
         SamModel,
         SamPredictor,
+        SamProcessor,
         mask_to_logits,
         sam_model_registry,
     )

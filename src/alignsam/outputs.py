@@ -1,10 +1,12 @@
-"""Model outputs that read like Hugging Face's: attributes, string keys, and tuple positions."""
+"""Model inputs and outputs that read like Hugging Face's: attributes, string keys, and tuple positions."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
 from typing import Any
+
+import torch
 
 
 @dataclasses.dataclass
@@ -45,3 +47,19 @@ class ModelOutput:
 
     def __len__(self) -> int:
         return len(self._present())
+
+
+class BatchFeature(dict[str, Any]):
+    """A processor's model inputs: a dict that also reads as attributes and moves with `.to(device)`.
+
+    As transformers' `BatchFeature`, so `model(**processor(...).to(device))` works.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def to(self, device: str | torch.device) -> BatchFeature:
+        return BatchFeature({k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in self.items()})

@@ -20,6 +20,7 @@ from PIL import Image
 from torch import nn
 
 from alignsam.sam import ImageEncoderConfig, MaskDecoderConfig, PromptEncoderConfig, SamConfig
+from alignsam.sam.amg import coco_decode_rle, rle_to_mask
 
 M = TypeVar("M", bound=nn.Module)
 
@@ -267,3 +268,57 @@ def region_masks_pair(config: SamConfig) -> tuple[Any, Any]:
     ours = SamModel.from_config(config).eval()
     load_weights_into(ours, official_to_alignsam(reference.state_dict()))
     return reference, ours
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Comparing automatic-mask records with the official generator's.
+
+AMG_MASK_MARGIN = 1e-3
+"""Pixels may differ only where the official full-size logit is within this of the threshold."""
+
+
+def amg_record_mask(record: dict[str, Any]) -> np.ndarray:
+    seg = record["segmentation"]
+    if isinstance(seg, np.ndarray):
+        return seg
+    return rle_to_mask(coco_decode_rle(seg) if isinstance(seg["counts"], str) else seg)
+
+
+def official_record_logits(official: Any, reference: Any, image: np.ndarray, record: dict[str, Any]) -> np.ndarray:
+    """The official full-size logits of the output that produced `record` (recomputed for its point)."""
+    x0, y0, w, h = (int(v) for v in record["crop_box"])
+    predictor = official.SamPredictor(reference)
+    predictor.set_image(image[y0 : y0 + h, x0 : x0 + w])
+    point = np.array(record["point_coords"]) - [x0, y0]
+    coords = torch.as_tensor(predictor.transform.apply_coords(point, (h, w)))[None]
+    logits, _, _ = predictor.predict_torch(coords, torch.ones(1, 1, dtype=torch.int), return_logits=True)
+    full = np.zeros((3, *image.shape[:2]), dtype=np.float32)
+    full[:, y0 : y0 + h, x0 : x0 + w] = logits[0].numpy()
+    mask = amg_record_mask(record)
+    return full[np.argmin([((m > 0) != mask).sum() for m in full])]
+
+
+def compare_amg_records(official: Any, reference: Any, image: np.ndarray, expected: list, got: list, tag: str) -> None:
+    """Automatic-mask records against the official generator's: the same masks, boxes, order, points and
+    crop boxes, IoUs within 1e-4 and stability scores within 1e-3; pixels may differ only where the
+    official full-size logit is within `AMG_MASK_MARGIN` of the threshold (recomputed for that point)."""
+    assert len(got) == len(expected) > 0
+    flips = 0
+    for ref, ours in zip(expected, got, strict=True):
+        assert ours.keys() == ref.keys()
+        assert ours["crop_box"] == ref["crop_box"]
+        assert ours["point_coords"] == ref["point_coords"]
+        assert abs(ours["predicted_iou"] - ref["predicted_iou"]) < 1e-4
+        assert abs(ours["stability_score"] - ref["stability_score"]) < 1e-3
+        ref_mask, our_mask = amg_record_mask(ref), amg_record_mask(ours)
+        assert our_mask.sum() == ours["area"] and ref_mask.sum() == ref["area"]
+        differ = ref_mask != our_mask
+        if differ.any():
+            logits = official_record_logits(official, reference, image, ref)
+            assert np.all(np.abs(logits[differ]) < AMG_MASK_MARGIN), "masks differ away from the threshold"
+            flips += int(differ.sum())
+        else:
+            assert ours["bbox"] == ref["bbox"] and ours["area"] == ref["area"]
+            if not isinstance(ref["segmentation"], np.ndarray):
+                assert ours["segmentation"] == ref["segmentation"]  # RLE dicts, COCO strings included
+    print(f"\n[amg {tag}] {len(got)} masks, {flips} pixels differ (all within {AMG_MASK_MARGIN} of the threshold)")

@@ -72,7 +72,9 @@ def test_forward_input_errors(tiny: SamModel) -> None:
     with pytest.raises(InputError, match="exactly one"):
         tiny(point_coords=torch.zeros(1, 1, 2), point_labels=torch.ones(1, 1))
     with pytest.raises(PromptError, match="at least one prompt"):
-        tiny(image_embeddings=torch.randn(1, 64, 16, 16))
+        tiny.embed_prompts(None, None, None, None)
+    # Without any prompt, forward answers as transformers' SamModel does (tests/sam/test_transformers_api.py).
+    assert tiny(image_embeddings=torch.randn(1, 64, 16, 16)).pred_masks.shape == (1, 1, 3, 64, 64)
     with pytest.raises(InputError, match="B x 3 x 256 x 256"):
         tiny(torch.randn(1, 3, 200, 256), boxes=torch.zeros(1, 4))
 

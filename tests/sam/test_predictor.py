@@ -87,7 +87,7 @@ def test_several_images_in_one_batch(model: SamModel, photo: np.ndarray) -> None
         np.testing.assert_allclose(batch.predict(**prompt, image_index=i).low_res_logits, got.low_res_logits, atol=1e-5)
     with pytest.raises(InputError, match="2 prompts for 3 images"):
         batch.predict_batch(prompts[:2])
-    with pytest.raises(PromptError, match=r"Prompt 1: .*outside"):
+    with pytest.warns(UserWarning, match=r"Point \(900, 10\) lies outside the 512 x 512 image"):
         batch.predict_batch([POINT, {"point_coords": [[900, 10]], "point_labels": [1]}, None])
     with pytest.raises(InputError, match="out of range"):
         batch.predict(**POINT, image_index=3)
@@ -148,8 +148,6 @@ def test_tiny_and_huge_images(model: SamModel) -> None:
         ({"point_coords": [[10, 10]]}, "go together"),
         ({"point_coords": [[10, 10]], "point_labels": [1, 0]}, "one label per point"),
         ({"point_coords": [[10, 10]], "point_labels": [5]}, "1 \\(foreground\\) or 0"),
-        ({"point_coords": [[601, 10]], "point_labels": [1]}, "outside the 600 x 400 image"),
-        ({"point_coords": [[-1, 10]], "point_labels": [1]}, "outside"),
         ({"point_coords": [[np.nan, 10]], "point_labels": [1]}, "NaN"),
         ({"point_coords": [10, 10], "point_labels": [1]}, "N x 2"),
         ({"box": [300, 10, 100, 200]}, "x1 < x0"),
@@ -164,6 +162,31 @@ def test_tiny_and_huge_images(model: SamModel) -> None:
 def test_bad_prompts_are_clear_errors(predictor: SamPredictor, prompt: dict, message: str) -> None:
     with pytest.raises(PromptError, match=message):
         predictor.predict(**prompt)
+
+
+def test_point_outside_the_image_is_used_with_a_warning(predictor: SamPredictor) -> None:
+    """The official predictor takes any coordinate; so do we, and say so."""
+    inside = predictor.predict(point_coords=np.array([[590, 10]]), point_labels=np.array([1]))
+    with pytest.warns(UserWarning, match=r"Point \(601, 10\) lies outside the 600 x 400 image; it is used as given"):
+        right = predictor.predict(point_coords=np.array([[601, 10]]), point_labels=np.array([1]))
+    with pytest.warns(UserWarning, match=r"Point \(-1, 10\) \(and 1 more\) lies outside"):
+        predictor.predict(point_coords=np.array([[-1, 10], [300, 500], [1, 1]]), point_labels=np.array([1, 0, 1]))
+    assert right.masks.shape == (3, 400, 600)
+    assert not np.allclose(right.low_res_logits, inside.low_res_logits)  # the coordinate reached the model
+    with pytest.raises(PromptError, match="NaN or infinite"):
+        predictor.predict(point_coords=np.array([[np.inf, 10]]), point_labels=np.array([1]))
+
+
+def test_one_box_as_1_x_4_is_one_prompt(predictor: SamPredictor) -> None:
+    """`box=input_box[None, :]` (the official notebook's call) returns what `box=input_box` returns."""
+    box = np.array([100, 80, 450, 320])
+    flat, row = predictor.predict(box=box), predictor.predict(box=box[None, :])
+    assert row.masks.shape == flat.masks.shape == (3, 400, 600)
+    np.testing.assert_array_equal(row.low_res_logits, flat.low_res_logits)
+    two = predictor.predict(box=np.stack([box, box]))
+    assert two.masks.shape == (2, 3, 400, 600)  # K > 1 boxes keep their K axis
+    with_points = predictor.predict(box=box[None, :], point_coords=np.array([[[200, 200]]]), point_labels=[[1]])
+    assert with_points.masks.shape == (1, 3, 400, 600)  # the points' K axis
 
 
 def test_padding_point_may_lie_anywhere(predictor: SamPredictor) -> None:

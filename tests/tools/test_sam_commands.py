@@ -123,7 +123,6 @@ def test_segment_bad_prompts(capsys, tiny_sam_dir, photo_path):
     """A malformed prompt is a usage error: one line, exit code 2, as for options argparse refuses."""
     sam = ["--sam-model", str(tiny_sam_dir), "-q"]
     for argv, message in [
-        (["--point", "500,10"], "outside"),
         (["--box", "200,50,100,150"], "x1 < x0"),
         (["--point", "10,10,7"], "label"),
         (["--box", "0,0,50,50", "--box", "60,60,90,90", "--point", "5,5"], "cannot be combined"),
@@ -216,6 +215,9 @@ def test_sam_commands_as_subprocesses(tiny_align_dir, tiny_sam_dir, photo_path):
     assert code == 0 and out["num_images"] == 1 and "Traceback" not in err
     code, out, err = run_subprocess("segment", str(photo_path), "--point", "9,1,7", "--sam-model", str(tiny_sam_dir))
     assert code == 2 and out is None and "Traceback" not in err and "label" in err  # a malformed prompt
+    code, out, err = run_subprocess("segment", str(photo_path), "--point", "9999,1", "--sam-model", str(tiny_sam_dir))
+    assert code == 0 and out["annotations"] and "Traceback" not in err  # used as given, with a warning:
+    assert "alignsam segment: warning: Point (9999, 1) lies outside" in err and ".py:" not in err
     code, _, err = run_subprocess("masks", str(photo_path), "--sam-model", "nobody/sam-missing")
     assert code == 1 and "hf download nobody/sam-missing" in err and "Traceback" not in err
     assert json.dumps(out) is not None

@@ -28,24 +28,12 @@ from alignsam.io.files import read_json_object
 from alignsam.io.hub import CacheDir
 from alignsam.io.images import ImageInput, load_image
 from alignsam.io.resolve import ModelSource, Ref, resolve_model
+from alignsam.outputs import BatchFeature as BatchFeature
 
 Padding = bool | Literal["longest", "max_length", "do_not_pad"]
 TensorType = Literal["pt", "np"] | None
 
 DEFAULT_MAX_LENGTH = 64
-
-
-class BatchFeature(dict[str, Any]):
-    """A dict of model inputs that also reads as attributes and moves with `.to(device)`."""
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-    def to(self, device: str | torch.device) -> BatchFeature:
-        return BatchFeature({k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in self.items()})
 
 
 def _convert(arrays: dict[str, np.ndarray], return_tensors: TensorType) -> BatchFeature:

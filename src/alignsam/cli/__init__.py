@@ -17,7 +17,9 @@ import argparse
 import importlib
 import pkgutil
 import sys
+import warnings
 from collections.abc import Sequence
+from typing import Any
 
 from alignsam import __version__
 
@@ -61,17 +63,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        if getattr(args, "output", None):  # a bad --output or --overlay-dir fails now, not after the work
-            check_output_file(args.output)
-        if getattr(args, "overlay_dir", None):
-            ensure_output_folder(args.overlay_dir)
-        return int(args.run(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _warning_line(args.command)
+            if getattr(args, "output", None):  # a bad --output or --overlay-dir fails now, not after the work
+                check_output_file(args.output)
+            if getattr(args, "overlay_dir", None):
+                ensure_output_folder(args.overlay_dir)
+            return int(args.run(args) or 0)
     except AlignSamError as err:
         print(f"alignsam {args.command}: error: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         print(f"alignsam {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _warning_line(command: str) -> Any:
+    """Warnings as one line a user reads (`alignsam segment: warning: ...`), not Python's file and line."""
+
+    def show(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+        print(f"alignsam {command}: warning: {message}", file=sys.stderr)
+
+    return show
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Images in: file paths, bytes, PIL images and numpy arrays, whatever their mode, as RGB.
 
 Conversions, all documented behaviour:
-- EXIF orientation is applied, so a photo taken sideways comes out the way a viewer shows it.
+- EXIF orientation is applied, so a photo taken sideways comes out the way a viewer shows it (unless the
+  caller passes `exif_orientation=False`).
 - Grayscale, palette, CMYK and YCbCr become RGB; transparency (RGBA, LA, palette with a transparent
   colour) is composited onto white, so dark logos on transparent backgrounds stay visible.
 - 16-bit images (`I;16`, `I`, uint16 arrays) are scaled to 8 bits (x / 257); float arrays are read as
@@ -36,13 +37,17 @@ DEFAULT_MAX_PIXELS = IMAGE_MEMORY // BYTES_PER_PIXEL
 _PIL_LIMIT_LOCK = threading.Lock()
 
 
-def load_image(image: ImageInput, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
+def load_image(
+    image: ImageInput, *, max_pixels: int | None = DEFAULT_MAX_PIXELS, exif_orientation: bool = True
+) -> Image.Image:
     """Return `image` as an RGB PIL image (see the module docstring for the conversions).
 
     Args:
         image: a file path, the bytes of an encoded image, a PIL image, or an array `H x W`,
             `H x W x 1`, `H x W x 3` or `H x W x 4` (uint8, uint16, bool or float).
         max_pixels: refuse larger images; None for no limit.
+        exif_orientation: apply the EXIF orientation; False keeps the stored pixels as they are (what
+            transformers' processors do with a PIL image they are given).
     """
     if isinstance(image, Image.Image):
         pil = image
@@ -64,7 +69,8 @@ def load_image(image: ImageInput, *, max_pixels: int | None = DEFAULT_MAX_PIXELS
         raise ImageError(f"Cannot read an image from a {type(image).__name__}; pass a path, bytes, PIL image or array.")
     _check_size(pil.width, pil.height, max_pixels, name)
     try:
-        pil = ImageOps.exif_transpose(pil) or pil
+        if exif_orientation:
+            pil = ImageOps.exif_transpose(pil) or pil
         return _pil_to_rgb(pil)
     except (OSError, ValueError, SyntaxError) as err:
         raise ImageError(f"{name} is corrupt or truncated: {err}") from err

@@ -23,9 +23,10 @@ from alignsam.sam.modeling.config import (
 from alignsam.sam.modeling.image_encoder import ImageEncoderViT
 from alignsam.sam.modeling.mask_decoder import MaskDecoder
 from alignsam.sam.modeling.prompt_encoder import PromptEncoder
-from alignsam.sam.modeling.sam import SamModel, SamOutput
+from alignsam.sam.modeling.sam import SamModel, SamOutput, SamSegmentationOutput
 from alignsam.sam.modeling.transformer import TwoWayTransformer
 from alignsam.sam.predictor import Prediction, SamPredictor
+from alignsam.sam.processing import SamImageProcessor, SamProcessor
 from alignsam.sam.prompts import mask_to_logits
 from alignsam.sam.transforms import ResizeLongestSide
 
@@ -42,9 +43,12 @@ __all__ = [
     "ResizeLongestSide",
     "SamAutomaticMaskGenerator",
     "SamConfig",
+    "SamImageProcessor",
     "SamModel",
     "SamOutput",
     "SamPredictor",
+    "SamProcessor",
+    "SamSegmentationOutput",
     "TwoWayTransformer",
     "build_sam",
     "build_sam_vit_b",

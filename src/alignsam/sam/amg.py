@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from itertools import product
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -25,6 +25,8 @@ from alignsam.io.rle import compress_rle, decode_rle, decompress_rle, encode_unc
 # Re-exported: the official amg module holds these too.
 from alignsam.sam.small_regions import connected_components as connected_components
 from alignsam.sam.small_regions import remove_small_regions as remove_small_regions
+
+BoxT = TypeVar("BoxT", np.ndarray, torch.Tensor)
 
 
 class MaskData:
@@ -214,8 +216,9 @@ def is_box_near_crop_edge(
     return torch.any(near_crop_edge & ~near_image_edge, dim=1)
 
 
-def box_xyxy_to_xywh(box_xyxy: np.ndarray) -> np.ndarray:
-    box = np.array(box_xyxy, copy=True)
+def box_xyxy_to_xywh(box_xyxy: BoxT) -> BoxT:
+    """One XYXY box -> XYWH, as a new array or tensor of the same kind."""
+    box = box_xyxy.clone() if isinstance(box_xyxy, torch.Tensor) else np.array(box_xyxy, copy=True)
     box[2] = box[2] - box[0]
     box[3] = box[3] - box[1]
     return box

@@ -184,8 +184,9 @@ class SamPredictor:
         """Masks for one prompt on an image that was set; coordinates in the original image's pixels.
 
         Args:
-            point_coords: `N x 2` points (x, y); point_labels: `N` labels, 1 foreground, 0 background.
-            box: `4` box (x0, y0, x1, y1).
+            point_coords: `N x 2` points (x, y); point_labels: `N` labels, 1 foreground, 0 background. A
+                point outside the image is used as given, with a `UserWarning`, as the official predictor.
+            box: `4` (or `1 x 4`) box (x0, y0, x1, y1).
             mask_input: `1 x 256 x 256` low-resolution logits, e.g. from a previous prediction, or
                 `mask_to_logits(mask)` for a binary mask.
             multimask_output: three masks (best for an ambiguous single click) instead of one (best for

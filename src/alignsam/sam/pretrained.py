@@ -71,6 +71,20 @@ def load(
     return _build(load_state_dict(weights), config, build, f"checkpoint '{source}'", dtype, device)
 
 
+def read_model_config(source: ModelSource) -> SamConfig:
+    """The configuration `load` builds for `source`, without building the model: from `config.json` (a
+    Hugging Face folder's with its `preprocessor_config.json`), or for a single weights file from a SAM
+    `config.json` beside it, else from the tensor shapes (read memory-mapped)."""
+    local = source.path
+    if local is not None and local.is_file():
+        config = _config_beside(local)
+        if config is None:
+            converted, layout = to_alignsam(load_state_dict(local))
+            config = infer_config(converted, numerics=_numerics(layout))
+        return config
+    return _read_config(_resolve_config(source), source)
+
+
 def save(
     model: nn.Module,
     config: SamConfig,
@@ -124,8 +138,12 @@ def _read_config(config_path: Path, source: ModelSource) -> SamConfig:
     data = read_json_object(config_path, ConfigError)
     preprocessor = None
     if data.get("model_type") == "sam":
-        pre_path = source.find(["preprocessor_config.json"], required=False)
-        preprocessor = read_json_object(pre_path, ConfigError) if pre_path is not None else None
+        # transformers 5 writes the processor's settings nested in processor_config.json
+        pre_path = source.find(["preprocessor_config.json", "processor_config.json"], required=False)
+        if pre_path is not None:
+            preprocessor = read_json_object(pre_path, ConfigError)
+            if pre_path.name == "processor_config.json":
+                preprocessor = preprocessor.get("image_processor", preprocessor)
     return read_config(data, preprocessor)
 
 

@@ -3,10 +3,12 @@
 The predictor checks every prompt here before the model sees it, so a bad prompt is a `PromptError` that
 says what is wrong, never a shape error deep inside the model. Documented rules:
 
-- Points are `(x, y)` pixels with `0 <= x <= W` and `0 <= y <= H`, finite; labels are 1 (foreground),
-  0 (background), -1 (SAM's "not a point" padding), 2 / 3 (box corners as points) or -10 (ignored
-  padding, as in transformers); padding points may lie anywhere.
-- A box is `(x0, y0, x1, y1)` inside the image with `x0 <= x1` and `y0 <= y1`.
+- Points are finite `(x, y)` pixels; labels are 1 (foreground), 0 (background), -1 (SAM's "not a point"
+  padding), 2 / 3 (box corners as points) or -10 (ignored padding, as in transformers). A real point
+  outside the image (`x < 0`, `x > W`, `y < 0` or `y > H`) is used as given, as the official predictor
+  does (it is just a coordinate), with a `UserWarning` that names it; padding points may lie anywhere.
+- A box is `(x0, y0, x1, y1)` inside the image with `x0 <= x1` and `y0 <= y1`. A `1 x 4` box is one box,
+  as the official predictor reads it; K boxes (`K x 4`, K > 1) are K prompt sets.
 - A mask input holds low-resolution logits, `1 x L x L` (L = 256 for the published models); boolean masks
   are refused with a pointer to `mask_to_logits`.
 - At least one of points, box and mask input is needed.
@@ -14,6 +16,7 @@ says what is wrong, never a shape error deep inside the model. Documented rules:
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -98,16 +101,20 @@ def check_prompts(
         outside = real & ((coords[..., 0] < 0) | (coords[..., 0] > w) | (coords[..., 1] < 0) | (coords[..., 1] > h))
         if outside.any():
             x, y = coords[outside][0]
-            raise PromptError(
-                f"Point ({x:g}, {y:g}) lies outside the {w} x {h} image; points are (x, y) pixels with "
-                f"0 <= x <= {w} and 0 <= y <= {h}."
+            more = f" (and {int(outside.sum()) - 1} more)" if outside.sum() > 1 else ""
+            warnings.warn(
+                f"Point ({x:g}, {y:g}){more} lies outside the {w} x {h} image; it is used as given. Points are "
+                f"(x, y) pixels, inside for 0 <= x <= {w} and 0 <= y <= {h}.",
+                UserWarning,
+                stacklevel=3,
             )
 
     if box is not None:
         boxes = _finite(box, "box")
         if boxes.shape != (4,) and (boxes.ndim != 2 or boxes.shape[-1] != 4 or boxes.shape[0] == 0):
             raise PromptError(f"box must be 4 numbers (x0, y0, x1, y1) or K x 4, got shape {boxes.shape}.")
-        sets["box"] = (boxes.shape[0], True) if boxes.ndim == 2 else (1, False)
+        # A 1 x 4 box is one box, as the official predictor reads `box=input_box[None, :]`.
+        sets["box"] = (boxes.shape[0], boxes.shape[0] > 1) if boxes.ndim == 2 else (1, False)
         boxes = boxes.reshape(-1, 4)
         flipped = (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
         if flipped.any():

@@ -1,4 +1,5 @@
-"""Resize images so the longest side is the model's input size, and move points and boxes with them.
+"""Resize images so the longest side is the model's input size, move points and boxes with them, and bring
+low-resolution mask logits back to the original image.
 
 `apply_image` resizes with PIL's bilinear filter (antialiased when shrinking), exactly what the official
 code does through torchvision on a PIL image; the model was trained on images resized this way.
@@ -63,3 +64,17 @@ class ResizeLongestSide:
     def apply_boxes_torch(self, boxes: torch.Tensor, original_size: tuple[int, int]) -> torch.Tensor:
         """`B x 4` tensor version of `apply_boxes`."""
         return self.apply_coords_torch(boxes.reshape(-1, 2, 2), original_size).reshape(-1, 4)
+
+
+def masks_to_original_size(
+    masks: torch.Tensor, padded_size: tuple[int, int], input_size: tuple[int, ...], original_size: tuple[int, ...]
+) -> torch.Tensor:
+    """Low-resolution logits `B x M x 4h x 4w` -> logits `B x M x H x W` at the original image size.
+
+    Upscales to the padded model input (`padded_size`), removes the padding (`input_size` is the resized
+    image's (h, w)), then resizes to `original_size` (H, W); both steps bilinear, as the official model and
+    transformers' `post_process_masks` do.
+    """
+    masks = F.interpolate(masks, padded_size, mode="bilinear", align_corners=False)
+    masks = masks[..., : input_size[0], : input_size[1]]
+    return F.interpolate(masks, (int(original_size[0]), int(original_size[1])), mode="bilinear", align_corners=False)

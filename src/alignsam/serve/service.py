@@ -714,7 +714,7 @@ class Service:
 
     async def asegment_image(self, image_id: str, req: s.SessionSegmentRequest) -> dict[str, Any]:
         session = self._session(image_id)
-        points = _points(req.points)
+        points = _points(req.points, session.size)
         for scribble in req.scribbles:
             points += [[float(x), float(y), float(scribble.label)] for x, y in scribble_points(scribble.line)]
         boxes = ([req.box] if req.box is not None else []) + list(req.boxes)
@@ -757,7 +757,7 @@ class Service:
 
         session = await self._stateless_session(req.image)
         embedding = await self._embedding(session)
-        points = _points(req.points)
+        points = _points(req.points, session.size)
 
         def work() -> list[list[Any]]:
             predictor = self._prompt_predictor_for()
@@ -936,12 +936,17 @@ def _read(path: Path) -> Upload:
         raise ImageError(f"'{path}' could not be read: {err.strerror or err}") from err
 
 
-def _points(points: Sequence[Sequence[float]]) -> list[list[float]]:
-    """`[x, y]` (on the object) or `[x, y, label]` with label 1 or 0, as `[x, y, label]` lists."""
+def _points(points: Sequence[Sequence[float]], size: tuple[int, int]) -> list[list[float]]:
+    """`[x, y]` (on the object) or `[x, y, label]` with label 1 or 0, as `[x, y, label]` lists. The service
+    takes points inside the image only (`size` is H, W): a click the page sends always is, and a point
+    elsewhere is a client's mistake worth a 400; the library uses such points with a warning, as SAM does."""
     out = [[*p, 1.0] if len(p) == 2 else list(p) for p in points]
+    h, w = size
     for p in out:
         if p[2] not in (0, 1):
             raise PromptError(f"A point's label must be 1 (object) or 0 (background), got {p[2]:g} in {p}.")
+        if not (0 <= p[0] <= w and 0 <= p[1] <= h):
+            raise PromptError(f"Point ({p[0]:g}, {p[1]:g}) lies outside the {w} x {h} image.")
     return out
 
 

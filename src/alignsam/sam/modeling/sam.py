@@ -1,8 +1,13 @@
 """The Segment Anything model, assembled from its three built towers, with SAM's pre- and post-processing.
 
-`SamModel` holds no inference state (the predictor caches image embeddings) and has no `no_grad` inside,
-so the same object serves inference and fine-tuning. Pre- and post-processing follow the configuration's
-image size, so smaller SAMs (e.g. 256 px) work the same way as the published 1024 px ones.
+`SamModel` holds no inference state (the predictor caches image embeddings) and has no `no_grad` inside
+(but `get_image_embeddings`, as in transformers), so the same object serves inference and fine-tuning. Pre-
+and post-processing follow the configuration's image size, so smaller SAMs (e.g. 256 px) work the same way
+as the published 1024 px ones.
+
+`forward` answers three calling conventions: this library's prompt sets (`point_coords`, `point_labels`,
+`boxes`, `mask_inputs`), the official list of records, and transformers' `SamModel` arguments
+(`input_points`, `input_labels`, `input_boxes`, `input_masks`; translated in `alignsam.sam.hf_prompts`).
 """
 
 from __future__ import annotations
@@ -19,11 +24,12 @@ from torch import nn
 from alignsam.errors import InputError, PromptError
 from alignsam.io.resolve import ModelSource, Ref, resolve_model
 from alignsam.outputs import ModelOutput
-from alignsam.sam import pretrained
+from alignsam.sam import hf_prompts, pretrained
 from alignsam.sam.modeling.config import ImageFormat, SamConfig
 from alignsam.sam.modeling.image_encoder import ImageEncoderViT
 from alignsam.sam.modeling.mask_decoder import MaskDecoder
 from alignsam.sam.modeling.prompt_encoder import PromptEncoder
+from alignsam.sam.transforms import masks_to_original_size
 
 
 @dataclasses.dataclass
@@ -40,6 +46,20 @@ class SamOutput(ModelOutput):
     low_res_logits: torch.Tensor
     iou_predictions: torch.Tensor
     image_embeddings: torch.Tensor | None = None
+
+
+@dataclasses.dataclass
+class SamSegmentationOutput(ModelOutput):
+    """What `SamModel.forward` returns for transformers' arguments (transformers' `SamImageSegmentationOutput`).
+
+    Attributes:
+        iou_scores: `B x P x M` predicted mask IoUs (B images, P point batches, M = 3 or 1 masks).
+        pred_masks: `B x P x M x 4h x 4w` low-resolution mask logits; `SamProcessor.post_process_masks`
+            brings them to the original image size.
+    """
+
+    iou_scores: torch.Tensor
+    pred_masks: torch.Tensor
 
 
 class SamModel(nn.Module):
@@ -151,9 +171,13 @@ class SamModel(nn.Module):
         then resizes to `original_size` (H, W); both steps bilinear, as the official model does.
         """
         size = self.config.image_size
-        masks = F.interpolate(masks, (size, size), mode="bilinear", align_corners=False)
-        masks = masks[..., : input_size[0], : input_size[1]]
-        return F.interpolate(masks, tuple(original_size), mode="bilinear", align_corners=False)
+        return masks_to_original_size(masks, (size, size), input_size, original_size)
+
+    @torch.no_grad()
+    def get_image_embeddings(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """transformers' name: the image encoder's `B x C x h x w` embeddings of `B x 3 x S x S` pixel values,
+        without gradients as there (call `model.image_encoder` for a trainable pass)."""
+        return self.image_encoder(pixel_values)
 
     def embed_prompts(
         self,
@@ -170,8 +194,10 @@ class SamModel(nn.Module):
         points = (point_coords, point_labels) if point_coords is not None and point_labels is not None else None
         return self.prompt_encoder(points=points, boxes=boxes, masks=mask_inputs)
 
+    @torch.no_grad()
     def forward_batched(self, batched_input: list[dict[str, Any]], multimask_output: bool) -> list[dict[str, Any]]:
-        """The official `Sam.forward`: several images, each with its own prompts, in one call.
+        """The official `Sam.forward`: several images, each with its own prompts, in one call (without
+        gradients, as the official one).
 
         Each record holds `image` (`3 x h x w`, already resized with `ResizeLongestSide`, 0..255),
         `original_size` (H, W) and optionally `point_coords` (`B x N x 2`), `point_labels` (`B x N`),
@@ -212,14 +238,21 @@ class SamModel(nn.Module):
     def forward(
         self,
         pixel_values: torch.Tensor | None = None,
+        multimask_output: bool = True,
         *,
         image_embeddings: torch.Tensor | None = None,
         point_coords: torch.Tensor | None = None,
         point_labels: torch.Tensor | None = None,
         boxes: torch.Tensor | None = None,
         mask_inputs: torch.Tensor | None = None,
-        multimask_output: bool = True,
-    ) -> SamOutput: ...
+        input_points: torch.Tensor | None = None,
+        input_labels: torch.Tensor | None = None,
+        input_boxes: torch.Tensor | None = None,
+        input_masks: torch.Tensor | None = None,
+        original_sizes: torch.Tensor | None = None,
+        reshaped_input_sizes: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> SamOutput | SamSegmentationOutput: ...
 
     def forward(
         self,
@@ -231,24 +264,46 @@ class SamModel(nn.Module):
         point_labels: torch.Tensor | None = None,
         boxes: torch.Tensor | None = None,
         mask_inputs: torch.Tensor | None = None,
-    ) -> SamOutput | list[dict[str, Any]]:
+        input_points: torch.Tensor | None = None,
+        input_labels: torch.Tensor | None = None,
+        input_boxes: torch.Tensor | None = None,
+        input_masks: torch.Tensor | None = None,
+        original_sizes: torch.Tensor | None = None,
+        reshaped_input_sizes: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> SamOutput | SamSegmentationOutput | list[dict[str, Any]]:
         """Masks for prompts on images (trainable end to end; nothing is cached).
 
-        Give either `pixel_values` (`B_img x 3 x S x S`, from `preprocess`) or precomputed
+        Give either `pixel_values` (`B_img x 3 x S x S`, from `preprocess` or `SamProcessor`) or precomputed
         `image_embeddings` (`B_img x C x h x w`). Prompts are in the padded input frame (coordinates already
-        resized with `ResizeLongestSide`) and come in B prompt sets, where B equals B_img (one set per image)
-        or B_img is 1 (every set on the same image).
+        resized with `ResizeLongestSide`), in one of two conventions:
 
-        Args:
-            point_coords: `B x N x 2` pixel coordinates (x, y); point_labels: `B x N` (see `prompt_encoder`).
-            boxes: `B x 4` XYXY boxes.
-            mask_inputs: `B x 1 x 4h x 4w` low-resolution mask logits (see `mask_to_logits`).
-            multimask_output: three masks per prompt set instead of one.
+        - this library's B prompt sets, where B equals B_img (one set per image) or B_img is 1 (every set on
+          the same image); returns `SamOutput(low_res_logits B x M x 4h x 4w, iou_predictions B x M, ...)`:
+          point_coords `B x N x 2` (x, y), point_labels `B x N` (see `prompt_encoder`), boxes `B x 4` XYXY,
+          mask_inputs `B x 1 x 4h x 4w` low-resolution logits (see `mask_to_logits`);
+        - transformers' (`input_points` `B_img x P x N x 2`, `input_labels` `B_img x P x N`, `input_boxes`
+          `B_img x P x 4`, `input_masks` `B_img x 1 x 4h x 4w`; see `alignsam.sam.hf_prompts`), also taken
+          when no prompt is given; returns `SamSegmentationOutput(iou_scores B_img x P x M, pred_masks
+          B_img x P x M x 4h x 4w)`. `original_sizes`, `reshaped_input_sizes` and `labels` are accepted, and
+          not used, so that `model(**processor(...))` works.
+
+        `multimask_output`: three masks per prompt set instead of one.
         """
         if isinstance(pixel_values, list):  # the official list-of-records call
             return self.forward_batched(pixel_values, multimask_output)
         if (pixel_values is None) == (image_embeddings is None):
             raise InputError("Pass exactly one of pixel_values and image_embeddings.")
+        ours = any(p is not None for p in (point_coords, point_labels, boxes, mask_inputs))
+        theirs = any(p is not None for p in (input_points, input_labels, input_boxes, input_masks))
+        if ours and theirs:
+            raise InputError(
+                "Give prompts in one convention: point_coords/point_labels/boxes/mask_inputs (alignsam) or "
+                "input_points/input_labels/input_boxes/input_masks (transformers)."
+            )
+        if not ours:
+            prompts = hf_prompts.TransformersPrompts(input_points, input_labels, input_boxes, input_masks)
+            return self._forward_transformers(pixel_values, image_embeddings, prompts, multimask_output)
         sparse, dense = self.embed_prompts(point_coords, point_labels, boxes, mask_inputs)
         if image_embeddings is None:
             assert pixel_values is not None
@@ -261,3 +316,27 @@ class SamModel(nn.Module):
             multimask_output=multimask_output,
         )
         return SamOutput(low_res_logits, iou_predictions, image_embeddings)
+
+    def _forward_transformers(
+        self,
+        pixel_values: torch.Tensor | None,
+        image_embeddings: torch.Tensor | None,
+        prompts: hf_prompts.TransformersPrompts,
+        multimask_output: bool,
+    ) -> SamSegmentationOutput:
+        """`forward` for transformers' arguments: their B x P requests decoded as B * P prompt sets."""
+        images = image_embeddings if image_embeddings is not None else pixel_values
+        assert images is not None
+        sets = prompts.flatten(num_images=images.shape[0])  # checked before the encoder runs
+        if image_embeddings is None:
+            image_embeddings = self.image_encoder(images)
+        sparse, dense = self.prompt_encoder(points=sets.points, boxes=sets.boxes, masks=sets.mask_inputs)
+        low_res_logits, iou_predictions = self.mask_decoder(
+            image_embeddings=sets.image_embeddings(image_embeddings),
+            image_pe=self.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sets.broadcast(sparse),
+            dense_prompt_embeddings=sets.broadcast(dense),
+            multimask_output=multimask_output,
+        )
+        pred_masks, iou_scores = sets.to_transformers(low_res_logits, iou_predictions)
+        return SamSegmentationOutput(iou_scores=iou_scores, pred_masks=pred_masks)
