@@ -48,7 +48,12 @@ class SamPredictor:
     """Caches image embeddings of a `SamModel` and predicts masks for prompts on them."""
 
     def __init__(
-        self, sam_model: SamModel, *, max_pixels: int | None = DEFAULT_MAX_PIXELS, fast: FastPath | None = None
+        self,
+        sam_model: SamModel,
+        *,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        fast: FastPath | None = None,
+        backend: str = "torch",
     ) -> None:
         """
         Args:
@@ -61,12 +66,22 @@ class SamPredictor:
                 `prompt_batch` (on by default) decodes many prompts on one image with the image side computed
                 once (`alignsam.sam.prompt_batch`; float32 whatever the precision). The model itself is not
                 changed.
+            backend: "torch" (default) or "onnxruntime": the prompt encoder and mask decoder exported to ONNX
+                (once, cached; see `alignsam.export.runtime`) and run on ONNX Runtime for `predict`,
+                `predict_batch`, `predict_torch` and `decode_torch`; the image encoder stays on PyTorch.
         """
         self.model = sam_model
         self.transform = ResizeLongestSide(sam_model.image_encoder.img_size)
         self.max_pixels = max_pixels
         self.fast = fast or FastPath(fold_batchnorm=False, channels_last=False)
         self._image_encoder = torch.compile(sam_model.image_encoder) if self.fast.compile else sam_model.image_encoder
+        self.backend = backend
+        self._onnx_decoder: Any = None
+        if backend != "torch":
+            from alignsam.export.runtime import OnnxSamDecoder, check_backend
+
+            check_backend(backend)
+            self._onnx_decoder = OnnxSamDecoder.from_model(sam_model)
         self.reset_image()
 
     @property
@@ -294,6 +309,8 @@ class SamPredictor:
         self, image_embeddings: torch.Tensor, *, multimask_output: bool, **prompts: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The model's low-resolution logits and IoUs for prompt sets on `1 or B` image embeddings."""
+        if self._onnx_decoder is not None:
+            return self._onnx_decoder(image_embeddings, multimask_output=multimask_output, **prompts)
         if not self.fast.prompt_batch:
             out = self.model(image_embeddings=image_embeddings, multimask_output=multimask_output, **prompts)
             return out.low_res_logits, out.iou_predictions

@@ -63,6 +63,8 @@ class Encoder:
         fast: speed options applied to the model *in place* (see `alignsam.inference.FastPath`); the
             default folds batch norms and uses channels-last, both exact to float32 rounding. Pass
             `alignsam.inference.PLAIN` to leave the model untouched.
+        backend: "torch" (default) or "onnxruntime": the towers exported to ONNX (once, cached; see
+            `alignsam.export.runtime`) and run on ONNX Runtime; the model itself is then left untouched.
 
     `crop_defaults` holds what the model recommends for the crops that `alignsam.tools.regions` embeds
     (`context`, `background`), read by `from_pretrained` from a `regions.json` beside the weights; {} means
@@ -80,10 +82,21 @@ class Encoder:
         progress: bool = False,
         max_length: int = DEFAULT_MAX_LENGTH,
         fast: FastPath | None = None,
+        backend: str = "torch",
     ) -> None:
         check_count(batch_size, "batch_size")
         self.fast = fast or FastPath()
-        self.model = model.eval() if self.fast == PLAIN else prepare_align(model, self.fast)
+        self.backend = backend
+        self.towers: Any  # what runs the towers: the model, or its ONNX Runtime export
+        if backend != "torch":
+            from alignsam.export.runtime import OnnxAlignTowers, check_backend
+
+            check_backend(backend, fast)
+            self.model = model.eval()
+            self.towers = OnnxAlignTowers.from_model(self.model)
+        else:
+            self.model = model.eval() if self.fast == PLAIN else prepare_align(model, self.fast)
+            self.towers = self.model
         self.processor = processor
         self.batch_size = batch_size
         self.workers = check_count(workers, "workers")
@@ -95,10 +108,15 @@ class Encoder:
 
     @classmethod
     def from_pretrained(
-        cls, ref: str | os.PathLike[str] = DEFAULT_MODEL, *, device: str | None = None, **kwargs: Any
+        cls,
+        ref: str | os.PathLike[str] = DEFAULT_MODEL,
+        *,
+        device: str | None = None,
+        backend: str = "torch",
+        **kwargs: Any,
     ) -> Encoder:
         model, processor = load_align(ref, device=device)
-        encoder = cls(model, processor, **kwargs)
+        encoder = cls(model, processor, backend=backend, **kwargs)
         encoder.crop_defaults = recommended_settings(resolve_align(ref), "regions.json", ("context", "background"))
         return encoder
 
@@ -123,7 +141,7 @@ class Encoder:
                 rows = order[start : start + step]
                 batch = [ids[i] for i in rows]
                 arrays = tokenizer.pad(batch, max(len(x) for x in batch))
-                embeds = self.model.encode_text(
+                embeds = self.towers.encode_text(
                     torch.from_numpy(arrays["input_ids"]).to(self.device),
                     torch.from_numpy(arrays["attention_mask"]).to(self.device),
                     normalize=normalize,
@@ -176,7 +194,7 @@ class Encoder:
             if self.fast.channels_last:
                 pixels = pixels.contiguous(memory_format=torch.channels_last)
             with self.fast.autocast(self.device):
-                embeds = self.model.encode_image(pixels, normalize=normalize).float().cpu()
+                embeds = self.towers.encode_image(pixels, normalize=normalize).float().cpu()
             positions = [i for i, _ in pending]
             rows.append(embeds)
             indices.extend(positions)
