@@ -52,10 +52,12 @@ class Service:
         *,
         device: str = "cpu",
         fast: FastPath | None = None,
+        backend: str = "torch",
         batch_size: int = 16,
         allow_paths: bool = False,
     ) -> None:
         self.model_ref, self.sam_ref = model, sam_model
+        self.backend = backend  # "onnxruntime": ALIGN's towers and SAM's prompt decoder on ONNX Runtime
         self.device = device
         self.fast = fast or FastPath()
         self.batch_size = batch_size
@@ -72,7 +74,7 @@ class Service:
             from alignsam.tools.encoder import Encoder
 
             self._encoder = Encoder.from_pretrained(
-                self.model_ref, device=self.device, batch_size=self.batch_size, fast=self.fast
+                self.model_ref, device=self.device, batch_size=self.batch_size, fast=self.fast, backend=self.backend
             )
         return self._encoder
 
@@ -103,7 +105,8 @@ class Service:
             return handler(body)
 
     def health(self) -> dict[str, Any]:
-        return {"status": "ok", "models": {"align": self.model_ref, "sam": self.sam_ref}, "device": self.device}
+        models = {"align": self.model_ref, "sam": self.sam_ref}
+        return {"status": "ok", "models": models, "device": self.device, "backend": self.backend}
 
     def classify(self, body: dict[str, Any]) -> dict[str, Any]:
         from alignsam.tools.classify import classify
@@ -159,7 +162,7 @@ class Service:
         from alignsam.tools.masks import prompted_masks, sa1b
 
         image = self._image(body.get("image"))
-        predictor = SamPredictor(self.sam, fast=self.fast)
+        predictor = SamPredictor(self.sam, fast=self.fast, backend=self.backend)
         predictor.set_image(image)
         points = [[*p, 1] if len(p) == 2 else p for p in _lists(body, "points")]  # [x, y]: on the object
         multimask = body.get("multimask")

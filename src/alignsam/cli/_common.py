@@ -33,6 +33,14 @@ def add_runtime_args(p: argparse.ArgumentParser) -> None:
         help="bf16 runs the heavy towers under bfloat16 autocast (faster where the CPU or GPU supports it)",
     )
     p.add_argument("--compile", action="store_true", help="torch.compile the heavy towers (slow first call)")
+    p.add_argument(
+        "--backend",
+        choices=["torch", "onnxruntime"],
+        default="torch",
+        help="what runs ALIGN's towers and SAM's prompt decoder: PyTorch (default) or ONNX Runtime (exported "
+        'once into the cache; pip install "alignsam[onnx]"); SAM\'s image encoder and the automatic mask '
+        "generator stay on PyTorch",
+    )
 
 
 def add_align_args(p: argparse.ArgumentParser) -> None:
@@ -179,6 +187,7 @@ def make_encoder(args: argparse.Namespace) -> Encoder:
         workers=args.workers,
         progress=not args.quiet,
         fast=fast_path(args),
+        backend=args.backend,
     )
 
 

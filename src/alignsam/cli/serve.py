@@ -36,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
         args.sam_model,
         device=c.device(args),
         fast=c.fast_path(args),
+        backend=args.backend,
         batch_size=args.batch_size,
         allow_paths=args.allow_paths,
     )

@@ -106,7 +106,7 @@ def to_onnx(part: str, model: Any, path: str | os.PathLike[str], **options: Any)
             "alignsam[onnx]"`). OutputError: `path` cannot be written. No `.onnx` file is left behind by a
             failed export.
     """
-    settings = _check_options(part, options)
+    settings = check_options(part, options)
     exporter, opset = resolve_exporter(settings["exporter"], settings["opset"])
     model, settings["processor"] = _load(part, model, settings.get("processor"))
     check_float32(model)
@@ -162,7 +162,7 @@ def to_onnx(part: str, model: Any, path: str | os.PathLike[str], **options: Any)
     )
 
 
-def _check_options(part: str, options: dict[str, Any]) -> dict[str, Any]:
+def check_options(part: str, options: dict[str, Any]) -> dict[str, Any]:
     """The part's defaults updated with `options`; an `ExportError` for an unknown part, an unknown or
     misplaced option, or options that do not go together."""
     if part not in _OPTIONS:

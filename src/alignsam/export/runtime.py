@@ -40,6 +40,7 @@ CACHE_FORMAT = 1
 """Part of every cache key: raise it when the exported graphs change."""
 
 _TEMPORARY: list[Path] = []
+_SESSIONS: dict[Path, Any] = {}  # loaded models by file: a predictor made per request loads nothing again
 
 
 def check_backend(backend: str, fast: Any = None) -> Backend:
@@ -119,15 +120,20 @@ def exported_model(part: str, model: Any, weights: Sequence[nn.Module], **option
 
 
 def session(path: Path) -> Any:
-    """An ONNX Runtime session on the CPU with PyTorch's thread count."""
+    """An ONNX Runtime session on the CPU with PyTorch's thread count (one per file and process)."""
     require("onnxruntime", purpose="The onnxruntime backend")
     import onnxruntime as ort
+
+    key = path.resolve()
+    if key in _SESSIONS:
+        return _SESSIONS[key]
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # errors only
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    _SESSIONS[key] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return _SESSIONS[key]
 
 
 def _numpy(t: torch.Tensor, dtype: type = np.float32) -> np.ndarray:
