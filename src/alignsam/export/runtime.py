@@ -132,6 +132,9 @@ def session(path: Path) -> Any:
     options.intra_op_num_threads = torch.get_num_threads()
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # errors only
+    # No busy-waiting between runs: the backend alternates with PyTorch (SAM's encoder, the tools' own
+    # work), and spinning ORT threads would take the cores PyTorch's threads need.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     _SESSIONS[key] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     return _SESSIONS[key]
 
