@@ -27,7 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "encoder, taking resized 0..255 RGB pixels (normalisation and padding in the graph). align-image, "
         "align-text: ALIGN's towers, returning normalised embeddings, with the processor's files beside them. "
         "Every export writes alignsam_onnx.json (inputs, outputs, pre-processing) next to the model. Prints "
-        "the files, inputs, outputs and exporter as JSON. Needs: pip install \"alignsam[onnx]\".",
+        'the files, inputs, outputs and exporter as JSON. Needs: pip install "alignsam[onnx]".',
     )
     o.add_argument("part", choices=PARTS, help="what to export")
     o.add_argument(

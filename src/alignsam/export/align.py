@@ -118,11 +118,11 @@ def processor_description(processor: AlignProcessor | None, part: str) -> dict[s
             "x * rescale_factor - 1 (rescale_offset), channels first; no mean/std unless do_normalize",
             "settings": settings,
         }
-    has_tokenizer = processor is not None and processor.tokenizer is not None
+    tokenizer = processor.tokenizer if processor is not None else None
     return {
-        "tokenizer": "tokenizer.json" if has_tokenizer else None,
+        "tokenizer": "tokenizer.json" if tokenizer is not None else None,
         "steps": "uncased BERT WordPiece ([CLS] text [SEP]), truncated to max_length tokens, right-padded with "
         "the [PAD] id; attention_mask 1 on tokens; token_type_ids 0",
         "max_length": DEFAULT_MAX_LENGTH,
-        "pad_token_id": processor.tokenizer.pad_token_id if has_tokenizer and processor.tokenizer else None,
+        "pad_token_id": tokenizer.pad_token_id if tokenizer is not None else None,
     }

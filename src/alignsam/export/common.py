@@ -133,7 +133,7 @@ def resolve_exporter(exporter: str | None, opset: int | None) -> tuple[Exporter,
         )
     if exporter == "torchscript" and opset is not None and opset > 17:
         raise ExportError(f"The TorchScript exporter writes opsets up to 17, not {opset}; use the dynamo exporter.")
-    chosen: Exporter = exporter  # type: ignore[assignment]
+    chosen: Exporter = exporter
     return chosen, opset if opset is not None else (DEFAULT_OPSET if chosen == "dynamo" else 17)
 
 
@@ -245,9 +245,7 @@ def quantize_uint8(source: Path, target: Path) -> None:
     prepared = target.with_name(f"prepared-{target.name}")
     with quiet_export():
         quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
-        quantize_dynamic(
-            prepared, target, per_channel=False, reduce_range=False, weight_type=QuantType.QUInt8
-        )
+        quantize_dynamic(prepared, target, per_channel=False, reduce_range=False, weight_type=QuantType.QUInt8)
     prepared.unlink()
 
 

@@ -1,11 +1,11 @@
 """`to_onnx(part, model, path, **options)`: one exported part, its description and settings beside it.
 
-| part | model | exporter | options |
-| --- | --- | --- | --- |
-| `sam-decoder` | `SamModel` | dynamo (torchscript for opset < 18) | `return_single_mask`, `use_stability_score`, `return_extra_metrics`, `quantize`, `gelu_approximate`, `contract` |
-| `sam-encoder` | `SamModel` | dynamo | `preprocess`, `precision`, `gelu_approximate` |
-| `align-image` | `AlignModel` | dynamo | `precision`, `processor` |
-| `align-text` | `AlignModel` | dynamo | `precision`, `processor`, `gelu_approximate` |
+| part | model | options besides `opset`, `exporter`, `gelu_approximate` |
+| --- | --- | --- |
+| sam-decoder | SamModel | `return_single_mask`, `use_stability_score`, `return_extra_metrics`, `quantize`, `contract` |
+| sam-encoder | SamModel | `preprocess`, `precision` |
+| align-image | AlignModel | `precision`, `processor` |
+| align-text | AlignModel | `precision`, `processor` |
 
 Every part also takes `opset` (default 18) and `exporter` (`"dynamo"` or `"torchscript"`; default dynamo, or
 torchscript when `opset` < 18). See `alignsam.export.common` for why each exporter.
@@ -186,6 +186,7 @@ def check_options(part: str, options: dict[str, Any]) -> dict[str, Any]:
         )
     if precision not in PRECISIONS:
         raise ExportError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}.")
+    resolve_exporter(settings["exporter"], settings["opset"])  # the exporter and opset go together
     if settings.get("contract", "official") not in CONTRACTS:
         raise ExportError(f"contract must be one of {list(CONTRACTS)}, got {settings['contract']!r}.")
     if settings.get("contract") == "prompts":
@@ -302,4 +303,3 @@ _GRAPHS: dict[str, Callable[[Any, dict[str, Any]], _Graph]] = {
     "align-image": _align_image,
     "align-text": _align_text,
 }
-

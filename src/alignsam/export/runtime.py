@@ -55,7 +55,7 @@ def check_backend(backend: str, fast: Any = None) -> Backend:
                 "torch backend: choose one."
             )
         require("onnxruntime", "onnx", "onnxscript", purpose="The onnxruntime backend")
-    return backend  # type: ignore[return-value]
+    return backend
 
 
 def fingerprint(*modules: nn.Module, extra: object = None) -> str:

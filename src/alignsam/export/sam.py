@@ -21,6 +21,8 @@ SAMs; 128 px, 128 x 16 x 16 and 64 x 64 for the bundled demo).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -106,7 +108,7 @@ class SamDecoderGraph(nn.Module):
         return upscaled, scores, masks
 
     def select_mask(
-        self, masks: torch.Tensor, scores: torch.Tensor, num_points: int | torch.SymInt
+        self, masks: torch.Tensor, scores: torch.Tensor, num_points: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The official branch-free choice: with two points (one click and the padding point) the best of the
         multimask outputs by score, with more the single-mask token. `1 x 1 x ...` each."""
@@ -126,7 +128,8 @@ class SamDecoderGraph(nn.Module):
         # where an int() is a data-dependent guard it cannot export (the official script's failure on 2.9+).
         masks = masks[..., : resized[0], : resized[1]]
         hw = orig_im_size.to(torch.int64)
-        return F.interpolate(masks, size=(hw[0], hw[1]), mode="bilinear", align_corners=False)
+        size_hw: Any = (hw[0], hw[1])  # sizes from a tensor: the output size is an input of the graph
+        return F.interpolate(masks, size=size_hw, mode="bilinear", align_corners=False)
 
 
 class SamPromptDecoderGraph(nn.Module):
@@ -168,6 +171,9 @@ class SamEncoderGraph(nn.Module):
     input is `pixel_values`, B x 3 x S x S, what `SamModel.preprocess` returns. The output is
     `image_embeddings`, B x C x h' x w' (what `SamPredictor.get_image_embedding()` holds).
     """
+
+    mean: torch.Tensor
+    std: torch.Tensor
 
     def __init__(self, model: SamModel, *, preprocess: bool = True) -> None:
         super().__init__()
