@@ -20,7 +20,7 @@ def results() -> dict:
 
 
 def test_every_part_reports_both_implementations(results: dict) -> None:
-    assert {"align", "sam", "cli", "train"} <= results.keys()
+    assert {"align", "sam", "cli", "train", "onnx"} <= results.keys()
     assert results["peak_gflops"]["fp32"] > 0 and results["flops"]["align_image_batch8"] > 0
     sam = results["sam"]
     assert {"alignsam", "alignsam bf16", "transformers"} <= sam["set_image"].keys()
@@ -30,6 +30,19 @@ def test_every_part_reports_both_implementations(results: dict) -> None:
     assert amg["masks"]["alignsam"] > 0 and amg["masks"]["official"] > 0  # the thresholds let masks through
     assert isinstance(amg["same_masks"], bool) and amg["params"]["points_per_side"] == 4
     json.dumps(results, default=str)  # the --json report
+
+
+def test_onnx_rows_time_both_backends_within_tolerance(results: dict) -> None:
+    onnx = results["onnx"]
+    rows = {row["name"].split(" (")[0]: row for row in onnx["timings"]}
+    assert {"SAM image encoder", "SAM predict, one click", "ALIGN image tower", "ALIGN text tower"} <= rows.keys()
+    for row in onnx["timings"]:
+        assert row["torch"]["median_s"] > 0 and row["onnxruntime"]["median_s"] > 0
+        if "max_abs_diff" in row:
+            assert row["max_abs_diff"] <= row["tolerance"], row
+    assert rows["SAM image encoder"]["fp16_max_abs_diff"] < 0.05 * rows["SAM image encoder"]["embedding_max_abs"]
+    assert set(onnx["default_backend"]) == {"sam-encoder", "sam-decoder", "align-image", "align-text"}
+    assert all(seconds > 0 for seconds in onnx["export_seconds"].values())
 
 
 def test_image_features_are_timed_with_and_without_fresh_pages(results: dict) -> None:

@@ -81,3 +81,24 @@ def test_fp16_encoder(tiny_sam: SamModel, exported: Callable[..., Path]) -> None
     expected = reference(tiny_sam, pixels)
     error = np.abs(got - expected).max() / np.abs(expected).max()
     assert 1e-6 < error < 1e-2, error  # float16 rounding: present, and small
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_large_models_keep_their_weights_beside_them(
+    precision: str, tiny_sam: SamModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Above `EXTERNAL_DATA_BYTES` (SAM vit_h: 2.5 GB, beyond protobuf's 2 GB) the weights go to a
+    `.onnx.data` file next to the model; the pair loads and computes the same."""
+    from alignsam.export import common, to_onnx
+
+    monkeypatch.setattr(common, "EXTERNAL_DATA_BYTES", 0)
+    result = to_onnx("sam-encoder", tiny_sam, tmp_path, precision=precision)
+    names = sorted(f.name for f in result.files)
+    assert names == ["alignsam_onnx.json", "sam-encoder.onnx", "sam-encoder.onnx.data"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == names
+    assert (tmp_path / "sam-encoder.onnx").stat().st_size < (tmp_path / "sam-encoder.onnx.data").stat().st_size
+    pixels = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(3)) * 255
+    (got,) = ort_session(result.model).run(None, {"image": pixels.numpy()})
+    expected = reference(tiny_sam, pixels)
+    bound = TOLERANCE if precision == "fp32" else 1e-2 * np.abs(expected).max()
+    assert np.abs(got - expected).max() <= bound

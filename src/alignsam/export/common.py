@@ -223,14 +223,18 @@ def export_graph(
 
 def to_float16(path: Path) -> None:
     """Rewrite the model at `path` with float16 weights and arithmetic, float32 inputs and outputs
-    (ONNX Runtime's converter; operators it knows to need float32 stay float32)."""
+    (ONNX Runtime's converter; operators it knows to need float32 stay float32). The float32 weights' data
+    file, if the export wrote one, is replaced."""
     require("onnx", "onnxruntime", purpose="precision fp16")
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    model = onnx.load(str(path))
+    model = onnx.load(str(path))  # with its external data, if any
     converted = convert_float_to_float16(model, keep_io_types=True)
-    onnx.save(converted, str(path))
+    data = path.with_name(f"{path.name}.data")
+    data.unlink(missing_ok=True)
+    external = sum(len(t.raw_data) for t in converted.graph.initializer) > EXTERNAL_DATA_BYTES
+    onnx.save(converted, str(path), save_as_external_data=external, location=data.name)
 
 
 def quantize_uint8(source: Path, target: Path) -> None:
