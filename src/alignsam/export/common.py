@@ -173,6 +173,21 @@ def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
             m.training = training
 
 
+@contextlib.contextmanager
+def attention_impl(module: nn.Module, impl: str | None) -> Iterator[None]:
+    """Every attention of `module` on `impl` ("reference": the plain `softmax(q k^T + bias) v`) while
+    exporting, restored afterwards; None leaves them as they are."""
+    owners = [m for m in module.modules() if hasattr(m, "attn_impl")] if impl else []
+    before = [m.attn_impl for m in owners]
+    try:
+        for m in owners:
+            m.attn_impl = impl
+        yield
+    finally:
+        for m, old in zip(owners, before, strict=True):
+            m.attn_impl = old
+
+
 def export_graph(
     module: nn.Module,
     args: tuple[torch.Tensor, ...],

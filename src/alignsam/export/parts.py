@@ -7,8 +7,11 @@
 | align-image | AlignModel | `precision`, `processor` |
 | align-text | AlignModel | `precision`, `processor` |
 
-Every part also takes `opset` (default 18) and `exporter` (`"dynamo"` or `"torchscript"`; default dynamo, or
-torchscript when `opset` < 18). See `alignsam.export.common` for why each exporter.
+Every part also takes `opset` (default 18) and `exporter` (`"dynamo"` or `"torchscript"`). Every part exports
+with torch's default dynamo exporter, SAM's decoder included: its crop to the resized image slices by tensor
+values, which the dynamo exporter turns into run-time sizes (the official `SamOnnxModel`'s `int()` there is
+what makes the official script fail on torch 2.9+). An opset below 18, which the dynamo exporter cannot
+write, selects the TorchScript exporter (`dynamo=False`). More in `alignsam.export.common`.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from alignsam.export.common import (
     ExportResult,
     Staging,
     Tensor,
+    attention_impl,
     check_float32,
     export_graph,
     merged_description,
@@ -71,6 +75,7 @@ class _Graph:
     outputs: list[Tensor]
     preprocessing: dict[str, Any]
     processor: Any = None
+    attention: str | None = None  # the attention implementation to trace (None: the model's own)
 
 
 def to_onnx(part: str, model: Any, path: str | os.PathLike[str], **options: Any) -> ExportResult:
@@ -131,7 +136,7 @@ def to_onnx(part: str, model: Any, path: str | os.PathLike[str], **options: Any)
         "alignsam_version": __version__,
         "torch_version": torch.__version__,
     }
-    with Staging(target.parent) as staging:
+    with Staging(target.parent) as staging, attention_impl(module, graph.attention):
         staged = staging.path(target.name)
         if settings.get("quantize"):
             plain = staging.path(f"float-{target.name}")
@@ -243,12 +248,16 @@ def _sam_decoder(model: Any, settings: dict[str, Any]) -> _Graph:
 def _sam_encoder(model: Any, settings: dict[str, Any]) -> _Graph:
     preprocess = settings["preprocess"]
     inputs, outputs = sam_graphs.encoder_contract(model, preprocess=preprocess)
+    # The plain attention: inference picks the fused kernel and builds the relative-position bias a few rows
+    # at a time (`rel_pos_attention`), a Python loop of in-place writes that the trace would unroll into
+    # copies, and whose fused kernel's output layout the exporter's decomposition does not reproduce.
     return _Graph(
         sam_graphs.SamEncoderGraph(model, preprocess=preprocess),
         sam_graphs.example_encoder_inputs(model, preprocess=preprocess),
         inputs,
         outputs,
         _sam_preprocessing(model),
+        attention="reference",
     )
 
 
