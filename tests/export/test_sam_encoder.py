@@ -83,6 +83,7 @@ def test_fp16_encoder(tiny_sam: SamModel, exported: Callable[..., Path]) -> None
     assert 1e-6 < error < 1e-2, error  # float16 rounding: present, and small
 
 
+@pytest.mark.slow  # two more exports; the path only SAM vit_h takes
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_large_models_keep_their_weights_beside_them(
     precision: str, tiny_sam: SamModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

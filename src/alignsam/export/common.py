@@ -181,11 +181,11 @@ def attention_impl(module: nn.Module, impl: str | None) -> Iterator[None]:
     before = [m.attn_impl for m in owners]
     try:
         for m in owners:
-            m.attn_impl = impl
+            setattr(m, "attn_impl", impl)  # noqa: B010 (modules declare the attribute themselves)
         yield
     finally:
         for m, old in zip(owners, before, strict=True):
-            m.attn_impl = old
+            setattr(m, "attn_impl", old)  # noqa: B010
 
 
 def export_graph(

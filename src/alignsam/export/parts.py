@@ -40,6 +40,7 @@ from alignsam.export.common import (
     export_graph,
     merged_description,
     quantize_uint8,
+    require,
     resolve_exporter,
     resolve_target,
     to_float16,
@@ -113,6 +114,9 @@ def to_onnx(part: str, model: Any, path: str | os.PathLike[str], **options: Any)
     """
     settings = check_options(part, options)
     exporter, opset = resolve_exporter(settings["exporter"], settings["opset"])
+    converts = settings.get("quantize") or settings.get("precision") == "fp16"
+    needed = ["onnx", *(["onnxscript"] if exporter == "dynamo" else []), *(["onnxruntime"] if converts else [])]
+    require(*needed, purpose=f"Exporting {part}")  # before the model loads and the export runs
     model, settings["processor"] = _load(part, model, settings.get("processor"))
     check_float32(model)
     graph = _GRAPHS[part](model, settings)
