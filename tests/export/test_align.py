@@ -2,8 +2,8 @@
 
 The bundled demo ALIGN is trained, so its embeddings of different inputs are far apart (random EfficientNets
 give nearly the same vector for every image, and any export would look exact); each test checks the spread
-of the cosines first. Tolerance: normalised and raw embeddings within 1e-4 (measured: ~3e-7 images, ~1e-7
-texts).
+of the cosines (measured: lowest cosine -0.21 between images, -0.15 between texts). Tolerance: normalised
+and raw embeddings within 1e-4 (measured: 1.3e-7 images, 1e-7 texts).
 """
 
 from __future__ import annotations
