@@ -2,7 +2,7 @@
 
     python -m benchmarks                      # full size (align-base, SAM vit_b): ~15 minutes on 2 cores
     python -m benchmarks --quick              # tiny models, about a minute (the test suite runs this)
-    python -m benchmarks --only align,cli     # some of: align, sam, cli, train, serve, threads, internimage
+    python -m benchmarks --only align,cli     # some of: align, sam, cli, train, serve, threads, internimage, onnx
     python -m benchmarks --markdown benchmarks/RESULTS.md --json benchmarks/results.json
 
 Each part times our code against the reference implementation on the same weights and inputs, interleaved,
@@ -33,6 +33,7 @@ PARTS = {
     "serve": "benchmarks.serve_speed",
     "threads": "benchmarks.threads_speed",
     "internimage": "benchmarks.internimage_speed",
+    "onnx": "benchmarks.onnx_speed",
 }
 
 
@@ -119,6 +120,11 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
         what = f"SAM automatic masks per image vs the official generator ({amg['points']} points)"
         same = "same masks" if amg.get("same_masks") else "masks differ"
         rows.append((what, "(none)", f"{r:.2f}x ({amg['alignsam']:.1f} s), {same}", None))
+    for row in results.get("onnx", {}).get("timings", []):
+        if "max_abs_diff" in row:
+            what = f"ONNX Runtime vs PyTorch: {row['name']}"
+            measured = f"{row['ratio_torch_over_onnxruntime']:.2f}x, max diff {row['max_abs_diff']:.1e}"
+            rows.append((what, "(none)", measured, None))
     cold = _timing(results, "cli", "cold start")
     if cold:
         r = cold["ratio_vs_transformers"]

@@ -20,7 +20,7 @@ def results() -> dict:
 
 
 def test_every_part_reports_both_implementations(results: dict) -> None:
-    assert {"align", "sam", "cli", "train", "serve"} <= results.keys()
+    assert {"align", "sam", "cli", "train", "serve", "threads", "internimage", "onnx"} <= results.keys()
     assert results["peak_gflops"]["fp32"] > 0 and results["flops"]["align_image_batch8"] > 0
     sam = results["sam"]
     assert {"alignsam", "alignsam bf16", "transformers"} <= sam["set_image"].keys()
@@ -41,6 +41,18 @@ def test_the_serve_part_times_clicks_and_batching(results: dict) -> None:
     assert batching["on"]["mean_image_batch"] > 1.0 and batching["off"]["mean_image_batch"] == 1.0
     assert batching["throughput_ratio_on_over_off"] > 0 and batching["p99_over_batch_compute"] > 0
     assert serve["decoder_batching_demo"]["ratio"] > 0
+
+
+def test_onnx_rows_time_both_backends_within_tolerance(results: dict) -> None:
+    onnx = results["onnx"]
+    rows = {row["name"].split(" (")[0]: row for row in onnx["timings"]}
+    assert {"SAM image encoder", "SAM predict, one click", "ALIGN image tower", "ALIGN text tower"} <= rows.keys()
+    for row in onnx["timings"]:
+        assert row["torch"]["median_s"] > 0 and row["onnxruntime"]["median_s"] > 0
+        if "max_abs_diff" in row:
+            assert row["max_abs_diff"] <= row["tolerance"], row
+    assert set(onnx["faster_backend"]) == {"sam-encoder", "sam-decoder", "align-image", "align-text"}
+    assert all(seconds > 0 for seconds in onnx["export_seconds"].values())
 
 
 def test_image_features_are_timed_with_and_without_fresh_pages(results: dict) -> None:

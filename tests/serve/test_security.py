@@ -209,8 +209,6 @@ def test_the_command_binds_to_localhost_and_needs_a_token(tmp_path: Path) -> Non
     try:
         assert proc.stderr is not None
         line = proc.stderr.readline()
-        while line and "listening on" not in line:  # notes first (threads on a busy machine)
-            line = proc.stderr.readline()
         assert "listening on http://127.0.0.1:" in line and "bearer token required" in line, line
         url = line.split("listening on ")[1].split("/;")[0].split(" ")[0].rstrip("/")
         deadline = time.monotonic() + 30

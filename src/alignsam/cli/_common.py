@@ -43,6 +43,14 @@ def add_runtime_args(p: argparse.ArgumentParser, batch_size: int = 16) -> None:
         help="bf16 runs the heavy towers under bfloat16 autocast (faster where the CPU or GPU supports it)",
     )
     p.add_argument("--compile", action="store_true", help="torch.compile the heavy towers (slow first call)")
+    p.add_argument(
+        "--backend",
+        choices=["torch", "onnxruntime"],
+        default="torch",
+        help="what runs ALIGN's towers and SAM's prompt decoder: PyTorch (default) or ONNX Runtime (exported "
+        'once into the cache; pip install "alignsam[onnx]"); SAM\'s image encoder and the automatic mask '
+        "generator stay on PyTorch",
+    )
 
 
 def add_align_args(p: argparse.ArgumentParser) -> None:
@@ -161,15 +169,12 @@ def device(args: argparse.Namespace) -> str:
 
 def setup(args: argparse.Namespace) -> None:
     """Thread settings: the caller's choice, or one thread per core that other work leaves idle now
-    (`alignsam.fast.idle_cores`; said on stderr when that is fewer than the cores)."""
+    (`alignsam.fast.idle_cores`)."""
     import torch
 
-    from alignsam.fast import available_cores, idle_cores
+    from alignsam.fast import idle_cores
 
-    threads = args.threads or idle_cores()
-    if not args.threads and threads < available_cores():
-        note(args, f"using {threads} of {available_cores()} cores: the others are busy (--threads to choose)")
-    torch.set_num_threads(threads)
+    torch.set_num_threads(args.threads or idle_cores())
 
 
 def fast_path(args: argparse.Namespace) -> Any:
@@ -189,6 +194,7 @@ def make_encoder(args: argparse.Namespace) -> Encoder:
         workers=args.workers,
         progress=not args.quiet,
         fast=fast_path(args),
+        backend=args.backend,
     )
 
 

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     if args.overlay:
         check_image_output(args.overlay)  # before the model loads
     image = load_image_array(args.image)
-    predictor = SamPredictor(c.sam_model(args), fast=c.fast_path(args))
+    predictor = SamPredictor(c.sam_model(args), fast=c.fast_path(args), backend=args.backend)
     predictor.set_image(image)
     mask_input = None
     if args.mask_input:

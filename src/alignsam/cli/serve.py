@@ -60,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
         model=args.model,
         sam_model=args.sam_model,
         device=c.device(args),
+        backend=args.backend,
         batch_size=args.batch_size,
         workers=args.workers,
         allow_paths=tuple(args.allow_paths),

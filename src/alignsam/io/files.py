@@ -101,3 +101,12 @@ def write_settings(directory: str | os.PathLike[str], settings: Mapping[str, Map
     holds them beside its weights (`alignsam.io.resolve.ModelSource.recommended` reads them back)."""
     for name, values in settings.items():
         write_text_atomic(Path(directory) / name, json.dumps(dict(values), indent=2) + "\n")
+
+
+def cache_dir() -> Path | None:
+    """Where alignsam keeps what it can compute again (label embeddings, ONNX exports): `$ALIGNSAM_CACHE`,
+    default `~/.cache/alignsam`; None when `ALIGNSAM_CACHE` is off, 0, false or none."""
+    where = os.environ.get("ALIGNSAM_CACHE", "")
+    if where.lower() in ("off", "0", "false", "none"):
+        return None
+    return Path(where).expanduser() if where else Path.home() / ".cache" / "alignsam"

@@ -49,25 +49,40 @@ class SamPredictor:
     """Caches image embeddings of a `SamModel` and predicts masks for prompts on them."""
 
     def __init__(
-        self, sam_model: SamModel, *, max_pixels: int | None = DEFAULT_MAX_PIXELS, fast: FastPath | None = None
+        self,
+        sam_model: SamModel,
+        *,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        fast: FastPath | None = None,
+        backend: str = "torch",
     ) -> None:
         """
         Args:
             sam_model: the model (kept as `self.model`; move or cast it before creating the predictor).
             max_pixels: larger images are refused with an `ImageError` (None: no limit).
-            fast: speed options for the image encoder (see `alignsam.fast.FastPath`): `precision="bf16"`
-                runs it under bfloat16 autocast (the embedding is kept in float32 and the prompt decoder runs
-                in float32), `compile=True` wraps it in `torch.compile`, `onednn_matmul` (on by default) runs
-                its float32 linear layers, and its large bf16 attention, on oneDNN's matrix multiply, and
-                `prompt_batch` (on by default) decodes many prompts on one image with the image side computed
-                once (`alignsam.sam.fast.mask_decoder`; float32 whatever the precision). The model itself is not
-                changed.
+            fast: speed options (see `alignsam.fast.FastPath`), applied with `prepare_sam` to a copy of the
+                model that shares its weights (the model itself is not changed): `precision="bf16"` runs the
+                image encoder under bfloat16 autocast (the embedding is kept in float32 and the prompt decoder
+                runs in float32), `compile=True` wraps it in `torch.compile`, `onednn_matmul` (on by default)
+                runs float32 linear layers, and large bf16 attention, on oneDNN's matrix multiply, and
+                `sam.prompt_batch` (on by default) decodes many prompts on one image with the image side
+                computed once (`alignsam.sam.fast.mask_decoder`; float32 whatever the precision).
+            backend: "torch" (default) or "onnxruntime": the prompt encoder and mask decoder exported to ONNX
+                (once, cached; see `alignsam.export.runtime`) and run on ONNX Runtime for `predict`,
+                `predict_batch`, `predict_torch` and `decode_torch`; the image encoder stays on PyTorch.
         """
         self.model = sam_model
         self.transform = ResizeLongestSide(sam_model.image_encoder.img_size)
         self.max_pixels = max_pixels
         self.fast = fast or FastPath()
         self._fast_model = prepare_sam(shallow_copy(sam_model), self.fast)  # the model's weights, fast twins
+        self.backend = backend
+        self._onnx_decoder: Any = None
+        if backend != "torch":
+            from alignsam.export.runtime import OnnxSamDecoder, check_backend
+
+            check_backend(backend)
+            self._onnx_decoder = OnnxSamDecoder.from_model(sam_model)
         self.reset_image()
 
     @property
@@ -296,6 +311,8 @@ class SamPredictor:
         self, image_embeddings: torch.Tensor, *, multimask_output: bool, **prompts: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The model's low-resolution logits and IoUs for prompt sets on `1 or B` image embeddings."""
+        if self._onnx_decoder is not None:
+            return self._onnx_decoder(image_embeddings, multimask_output=multimask_output, **prompts)
         with self.fast.matmul(self.device):
             out = self._fast_model(image_embeddings=image_embeddings, multimask_output=multimask_output, **prompts)
         return out.low_res_logits, out.iou_predictions

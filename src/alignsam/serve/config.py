@@ -42,6 +42,8 @@ class ServeConfig:
             a busy machine the threads of each parallel region wait for each other (the demo's click on the
             2-core machine with other jobs running: 16 ms on one thread, 140 ms on two), and one thread
             leaves the other cores to image embeddings and ALIGN.
+        backend: "torch", or "onnxruntime" for ALIGN's towers and SAM's prompt decoder on ONNX Runtime
+            (`alignsam.export.runtime`; the `onnx` extra).
     """
 
     model: str = DEFAULT_MODELS["align"]
@@ -64,6 +66,7 @@ class ServeConfig:
     text_cache_mb: float = 256.0
     workers: int = 2
     prompt_threads: int = 1
+    backend: str = "torch"
 
     def __post_init__(self) -> None:
         if isinstance(self.allow_paths, bool | str):
@@ -94,6 +97,8 @@ class ServeConfig:
         )
         check_numbers(self, "timeout_s", "cache_mb", "sessions_mb", low=0, above=True)
         check_numbers(self, "align_wait_ms", "sam_wait_ms", "text_cache_mb", low=0)
+        if self.backend not in ("torch", "onnxruntime"):
+            raise ConfigError(f"ServeConfig.backend must be 'torch' or 'onnxruntime', got {self.backend!r}.")
 
     @classmethod
     def token_from_env(cls) -> str | None:

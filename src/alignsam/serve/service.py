@@ -135,8 +135,9 @@ class Service:
                 from alignsam.tools.encoder import Encoder
 
                 self._encoder = Encoder.from_pretrained(
-                    self.config.model, device=self.config.device, batch_size=self.config.batch_size, fast=self.fast
-                )
+                    self.config.model, device=self.config.device, batch_size=self.config.batch_size, fast=self.fast,
+                    backend=self.config.backend,
+                )  # fmt: skip
             return self._encoder
 
     @property
@@ -239,6 +240,7 @@ class Service:
             "models": {"align": self.config.model, "sam": self.config.sam_model},
             "loaded": {"align": self._encoder is not None, "sam": self._sam is not None},
             "device": self.config.device,
+            "backend": self.config.backend,
             "sessions": len(self.sessions),
             "embedding_cache": {"entries": len(self.embeddings), "mb": round(self.embeddings.nbytes / MB, 2),
                                 "budget_mb": self.config.cache_mb, "evictions": self.embeddings.evictions},
@@ -692,7 +694,9 @@ class Service:
         if self._prompt_predictor is None:
             from alignsam.sam.predictor import SamPredictor
 
-            self._prompt_predictor = SamPredictor(self.sam, max_pixels=self.config.max_pixels, fast=self.fast)
+            self._prompt_predictor = SamPredictor(
+                self.sam, max_pixels=self.config.max_pixels, fast=self.fast, backend=self.config.backend
+            )
         return self._prompt_predictor
 
     def _decode_jobs(self, items: list[tuple[PromptJob, int, tuple[str, ...]]]) -> list[Any]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,15 +16,8 @@ import numpy as np
 import torch
 
 from alignsam.align.modeling.align import AlignModel
-from alignsam.io.files import write_atomic
+from alignsam.io.files import cache_dir, write_atomic
 from alignsam.tools.encoder import Encoder
-
-
-def cache_dir() -> Path | None:
-    where = os.environ.get("ALIGNSAM_CACHE", "")
-    if where.lower() in ("off", "0", "false", "none"):
-        return None
-    return Path(where).expanduser() if where else Path.home() / ".cache" / "alignsam"
 
 
 def model_fingerprint(model: AlignModel) -> str:

@@ -62,6 +62,8 @@ class Encoder:
         fast: speed options applied to the model *in place* (see `alignsam.fast.FastPath`); the
             default folds batch norms and uses channels-last, both exact to float32 rounding. Pass
             `alignsam.fast.PLAIN` to leave the model untouched.
+        backend: "torch" (default) or "onnxruntime": the towers exported to ONNX (once, cached; see
+            `alignsam.export.runtime`) and run on ONNX Runtime; the model itself is then left untouched.
 
     `crop_defaults` holds what the model recommends for the crops that `alignsam.tools.mask_labels` embeds
     (`context`, `background`), from the `regions.json` beside its weights (`AlignModel.recommended`); {}
@@ -80,14 +82,23 @@ class Encoder:
         progress: bool = False,
         max_length: int = DEFAULT_MAX_LENGTH,
         fast: FastPath | None = None,
+        backend: str = "torch",
     ) -> None:
         check_count(batch_size, "batch_size")
         self.fast = fast or FastPath()
-        if self.fast == PLAIN:
+        self.backend = backend
+        self.towers: Any  # what runs the towers: the model, or its ONNX Runtime export
+        if backend != "torch":
+            from alignsam.export.runtime import OnnxAlignTowers, check_backend
+
+            check_backend(backend, fast)
+            self.model = model.eval()
+            self.towers = OnnxAlignTowers.from_model(self.model)
+        elif self.fast == PLAIN:
             model.eval().fast = PLAIN  # the modules as they are, also for calls the model answers itself
-            self.model = model
+            self.model = self.towers = model
         else:
-            self.model = prepare_align(model, self.fast)
+            self.model = self.towers = prepare_align(model, self.fast)
         self.processor = processor
         self.batch_size = batch_size
         self.workers = check_count(workers, "workers")
@@ -102,12 +113,17 @@ class Encoder:
 
     @classmethod
     def from_pretrained(
-        cls, ref: str | os.PathLike[str] | None = None, *, device: str | None = None, **kwargs: Any
+        cls,
+        ref: str | os.PathLike[str] | None = None,
+        *,
+        device: str | None = None,
+        backend: str = "torch",
+        **kwargs: Any,
     ) -> Encoder:
         """An encoder for the ALIGN model `ref` (a hub id, folder or bundled name; None: the default model)."""
         source = resolve_model(default_model("align") if ref is None else ref, "align")
         model = AlignModel.from_pretrained(source, device=device)
-        return cls(model, AlignProcessor.from_pretrained(source), **kwargs)
+        return cls(model, AlignProcessor.from_pretrained(source), backend=backend, **kwargs)
 
     @property
     def logit_scale(self) -> float:
@@ -130,7 +146,7 @@ class Encoder:
                 rows = order[start : start + step]
                 batch = [ids[i] for i in rows]
                 arrays = tokenizer.pad(batch, max(len(x) for x in batch))
-                embeds = self.model.encode_text(
+                embeds = self.towers.encode_text(
                     torch.from_numpy(arrays["input_ids"]).to(self.device),
                     torch.from_numpy(arrays["attention_mask"]).to(self.device),
                     normalize=normalize,
@@ -183,7 +199,7 @@ class Encoder:
             if self.fast.align.channels_last:
                 pixels = pixels.contiguous(memory_format=torch.channels_last)
             with self.fast.autocast(self.device):
-                embeds = self.model.encode_image(pixels, normalize=normalize).float().cpu()
+                embeds = self.towers.encode_image(pixels, normalize=normalize).float().cpu()
             positions = [i for i, _ in pending]
             rows.append(embeds)
             indices.extend(positions)
