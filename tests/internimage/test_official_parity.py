@@ -8,7 +8,7 @@ and, when timm is not installed, `timm.models.layers` (`trunc_normal_`, `DropPat
 training only).
 
 Each test builds the official model, randomises every tensor the initialisers leave trivial, saves its
-`state_dict()` as `{"model": sd}` in a `.pth`, loads that file with `load_internimage` (the architecture
+`state_dict()` as `{"model": sd}` in a `.pth`, loads that file with `InternImage.from_pretrained` (the architecture
 from the shapes, as a user would) and compares logits (within 1e-4 of their scale) and level outputs
 (within twice the official model's own float32 rounding, measured against itself in float64) on random
 images.
@@ -30,7 +30,7 @@ import pytest
 import torch
 from torch import nn
 
-from alignsam.internimage import INTERNIMAGE_PRESETS, InternImageConfig, load_internimage
+from alignsam.internimage import INTERNIMAGE_PRESETS, InternImage, InternImageConfig
 from tests.internimage.helpers import randomize, tiny_config
 
 OFFICIAL = os.environ.get("ALIGNSAM_INTERNIMAGE_OFFICIAL")
@@ -88,7 +88,7 @@ def _compare(official: Any, config: InternImageConfig, tmp_path: Path, size: int
     reference = _official_model(official, config, seed=11)
     path = tmp_path / "official.pth"
     torch.save({"model": reference.state_dict()}, path)
-    ours = load_internimage(path, config=config if pass_config else None)
+    ours = InternImage.from_pretrained(path, config=config if pass_config else None)
     assert ours.config.offset_scale == config.offset_scale
     assert list(ours.state_dict()) == list(reference.state_dict())  # the same keys, in the same order
     x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(12))

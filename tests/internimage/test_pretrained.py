@@ -10,13 +10,7 @@ import pytest
 import torch
 
 from alignsam.errors import CheckpointError, ConfigError, ModelNotFoundError
-from alignsam.internimage import (
-    INTERNIMAGE_PRESETS,
-    InternImage,
-    InternImageModel,
-    labels_for,
-    load_internimage,
-)
+from alignsam.internimage import INTERNIMAGE_PRESETS, InternImage, labels_for
 from alignsam.internimage.convert import hf_to_internimage, infer_config, internimage_to_hf, to_internimage
 from alignsam.io.weights import build_on_meta, save_safetensors
 from tests.internimage.helpers import random_model, tiny_config
@@ -68,15 +62,15 @@ def _same_outputs(a: InternImage, b: InternImage, x: torch.Tensor) -> None:
 def test_official_pth_under_model_loads_with_its_config_beside(tiny, pixels, tmp_path: Path) -> None:
     path = tmp_path / "internimage_tiny.pth"
     torch.save({"model": tiny.state_dict(), "epoch": 3, "optimizer": {"lr": 1.0}}, path)
-    model = load_internimage(path, config=tiny.config)
-    assert isinstance(model, InternImageModel) and not model.training
+    model = InternImage.from_pretrained(path, config=tiny.config)
+    assert isinstance(model, InternImage) and not model.training
     _same_outputs(tiny, model, pixels)
 
 
 def test_official_pth_without_config_gets_its_architecture_from_shapes(tiny, tmp_path: Path) -> None:
     path = tmp_path / "bare.pth"
     torch.save(tiny.state_dict(), path)
-    model = load_internimage(path)
+    model = InternImage.from_pretrained(path)
     config = tiny.config
     assert (model.config.channels, model.config.depths, model.config.groups) == (
         config.channels,
@@ -91,7 +85,7 @@ def test_official_pth_without_config_gets_its_architecture_from_shapes(tiny, tmp
 def test_ema_only_checkpoint_loads(tiny, pixels, tmp_path: Path) -> None:
     path = tmp_path / "ema.pth"
     torch.save({"model_ema": tiny.state_dict(), "epoch": 1}, path)
-    _same_outputs(tiny, load_internimage(path, config=tiny.config), pixels)
+    _same_outputs(tiny, InternImage.from_pretrained(path, config=tiny.config), pixels)
 
 
 def test_hugging_face_folder_loads(tiny, pixels, tmp_path: Path) -> None:
@@ -103,19 +97,18 @@ def test_hugging_face_folder_loads(tiny, pixels, tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps(hf))
     (tmp_path / "preprocessor_config.json").write_text(json.dumps(HF_PREPROCESSOR))
     torch.save(sd, tmp_path / "pytorch_model.bin")
-    model = InternImageModel.from_pretrained(tmp_path)
+    model = InternImage.from_pretrained(tmp_path)
     assert model.config.image_size == 96 and model.config.offset_scale == 2.0
     _same_outputs(tiny, model, pixels)
     save_safetensors(sd, tmp_path / "model.safetensors")  # safetensors preferred when both are there
     (tmp_path / "pytorch_model.bin").write_bytes(b"not a checkpoint")
-    _same_outputs(tiny, load_internimage(tmp_path), pixels)
+    _same_outputs(tiny, InternImage.from_pretrained(tmp_path), pixels)
 
 
 def test_round_trip(tiny, pixels, tmp_path: Path) -> None:
     labels = [f"thing {i}" for i in range(10)]
-    InternImageModel.from_pretrained  # noqa: B018 (the class API exists)
-    out = load_internimage_from(tiny, tmp_path / "saved", labels)
-    reloaded = load_internimage(out)
+    out = tiny.save_pretrained(tmp_path / "saved", labels=labels)
+    reloaded = InternImage.from_pretrained(out)
     assert reloaded.config == tiny.config
     for key, value in tiny.state_dict().items():
         assert torch.equal(value, reloaded.state_dict()[key]), key
@@ -124,12 +117,6 @@ def test_round_trip(tiny, pixels, tmp_path: Path) -> None:
     assert json.loads((out / "config.json").read_text())["model_type"] == "alignsam-internimage"
     reloaded.save_pretrained(tmp_path / "again")
     assert labels_for(tmp_path / "again", 10) == [f"class {i}" for i in range(10)]
-
-
-def load_internimage_from(model: InternImage, directory: Path, labels: list[str]) -> Path:
-    wrapped = build_on_meta(lambda: InternImageModel(model.config))
-    wrapped.load_state_dict(model.state_dict(), assign=True)
-    return wrapped.save_pretrained(directory, labels=labels)
 
 
 @pytest.mark.parametrize("name", list(INTERNIMAGE_PRESETS))
@@ -153,7 +140,7 @@ def test_a_checkpoint_of_another_size_names_the_mismatch(tmp_path: Path) -> None
     path = tmp_path / "small.pth"
     torch.save({"model": small.state_dict()}, path)
     with pytest.raises(CheckpointError) as err:
-        load_internimage(path, config=INTERNIMAGE_PRESETS["internimage-t"]())
+        InternImage.from_pretrained(path, config=INTERNIMAGE_PRESETS["internimage-t"]())
     message = str(err.value)
     assert "\n" not in message and "missing" in message and "wrong shape" in message
     assert "holds InternImage (channels 16" in message and "InternImage-T was built" in message
@@ -165,12 +152,12 @@ def test_truncated_and_foreign_files_fail_in_one_line(tiny, tmp_path: Path) -> N
     cut = tmp_path / "cut.pth"
     cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(CheckpointError) as err:
-        load_internimage(cut)
+        InternImage.from_pretrained(cut)
     assert "truncated" in str(err.value) and "\n" not in str(err.value)
     other = tmp_path / "other.pth"
     torch.save({"image_encoder.patch_embed.proj.weight": torch.zeros(1)}, other)
     with pytest.raises(CheckpointError, match=r"Not an InternImage checkpoint.*Supported layouts"):
-        load_internimage(other)
+        InternImage.from_pretrained(other)
 
 
 def test_h_and_g_are_refused_with_what_is_supported(tiny, tmp_path: Path) -> None:
@@ -181,12 +168,12 @@ def test_h_and_g_are_refused_with_what_is_supported(tiny, tmp_path: Path) -> Non
     with pytest.raises(
         CheckpointError, match=r"InternImage-H/G checkpoint \(center_feature_scale.*supported: InternImage-T"
     ):
-        load_internimage(path)
+        InternImage.from_pretrained(path)
     folder = tmp_path / "g"
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({**HF_CONFIG, "use_clip_projector": True, "channels": 512}))
     with pytest.raises(ConfigError, match=r"use_clip_projector=True.*supported: InternImage-T, -S, -B, -L and -XL"):
-        load_internimage(folder)
+        InternImage.from_pretrained(folder)
 
 
 def test_backbone_only_checkpoints_are_named(tiny, tmp_path: Path) -> None:
@@ -194,19 +181,20 @@ def test_backbone_only_checkpoints_are_named(tiny, tmp_path: Path) -> None:
     path = tmp_path / "backbone.pth"
     torch.save(internimage_to_hf(sd), path)
     with pytest.raises(CheckpointError, match="no classification head"):
-        load_internimage(path)
+        InternImage.from_pretrained(path)
 
 
 def test_references_that_are_not_weights(tmp_path: Path) -> None:
-    with pytest.raises(ModelNotFoundError, match="names an architecture"):
-        load_internimage("internimage-t")
+    # a short name is the published checkpoint on the hub, through the one resolver (here: not in the cache)
+    with pytest.raises(ModelNotFoundError, match="OpenGVLab/internimage_t_1k_224"):
+        InternImage.from_pretrained("internimage-t", cache_dir=tmp_path / "empty-cache")
     folder = tmp_path / "only_pth"
     folder.mkdir()
     torch.save({"model": {}}, folder / "internimage_t_1k_224.pth")
     with pytest.raises(ModelNotFoundError, match=r"internimage_t_1k_224.pth'\]: pass the file itself"):
-        load_internimage(folder)
+        InternImage.from_pretrained(folder)
     with pytest.raises(ModelNotFoundError):
-        load_internimage(tmp_path / "missing.pth")
+        InternImage.from_pretrained(tmp_path / "missing.pth")
 
 
 def test_hub_id_from_the_cache(tiny, pixels, tmp_path: Path) -> None:
@@ -221,7 +209,10 @@ def test_hub_id_from_the_cache(tiny, pixels, tmp_path: Path) -> None:
     save_safetensors(internimage_to_hf(tiny.state_dict()), snapshot / "model.safetensors")
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text("0" * 40)
-    model = load_internimage("OpenGVLab/internimage_tiny", cache_dir=tmp_path / "cache")
+    model = InternImage.from_pretrained("OpenGVLab/internimage_tiny", cache_dir=tmp_path / "cache")
     _same_outputs(tiny, model, pixels)
+    # the class names come from the same cache, wherever it is
+    assert labels_for("OpenGVLab/internimage_tiny", 10, cache_dir=tmp_path / "cache")[3] == "kind 3"
+    assert labels_for("OpenGVLab/internimage_tiny", 10)[3] == "class 3"  # not in the default cache
     with pytest.raises(ModelNotFoundError, match="not in the Hugging Face cache"):
-        load_internimage("OpenGVLab/not-there", cache_dir=tmp_path / "cache")
+        InternImage.from_pretrained("OpenGVLab/not-there", cache_dir=tmp_path / "cache")

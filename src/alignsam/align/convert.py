@@ -125,13 +125,15 @@ def _by_prefix(sd: Mapping[str, torch.Tensor], prefix: str) -> tuple[StateDict, 
     return inside, outside
 
 
-def hf_align_to_ours(sd: Mapping[str, torch.Tensor]) -> StateDict:
-    """A whole `AlignModel` state dict, Hugging Face layout -> ours."""
+def hf_align_to_ours(sd: Mapping[str, torch.Tensor], efficientnet: bool = True) -> StateDict:
+    """A whole `AlignModel` state dict, Hugging Face layout -> ours. `efficientnet=False`: the image tower is
+    another one (`AlignConfig.image_tower`), whose keys under `vision_model.` are its own and stay as they are."""
     text, rest = _by_prefix(sd, TEXT_PREFIX[0])
-    vision, rest = _by_prefix(rest, VISION_PREFIX[0])
-    out = dict(rest)  # text_projection.*, temperature
-    out.update({TEXT_PREFIX[1] + k: v for k, v in hf_text_to_ours(text).items()})
-    out.update({VISION_PREFIX[1] + k: v for k, v in hf_vision_to_ours(vision).items()})
+    out = {TEXT_PREFIX[1] + k: v for k, v in hf_text_to_ours(text).items()}
+    if efficientnet:
+        vision, rest = _by_prefix(rest, VISION_PREFIX[0])
+        out.update({VISION_PREFIX[1] + k: v for k, v in hf_vision_to_ours(vision).items()})
+    out.update(rest)  # text_projection.*, temperature (and another tower's vision_model.*, image_projection.*)
     return out
 
 

@@ -3,6 +3,7 @@
 Single process:   alignsam train --train-data 'shards/{00000..00099}.tar' --arch align-demo --out runs/demo
 Several (DDP):    torchrun --nproc-per-node 2 -m alignsam train --train-data ... --out runs/demo
 Fine-tune:        alignsam train --init kakaobrain/align-base --train-data pairs.parquet --lr 1e-5 --out runs/ft
+InternImage:      alignsam train --image-tower internimage-t --arch align-small --train-data ... --out runs/ii
 Resume:           alignsam train --config runs/demo/train_config.json --resume auto
 
 Every setting defaults to `alignsam.train.align.TrainConfig`'s (ALIGN's recipe); `--config` starts from a saved
@@ -75,6 +76,12 @@ def add_parser(subparsers: Any) -> None:
     m.add_argument("--init", help="pretrained ALIGN to fine-tune: hub id, folder or 'demo' (default: from scratch)")
     m.add_argument(
         "--arch", help="from scratch: architecture name (align-demo, align-small, align-base) or config.json"
+    )
+    m.add_argument(
+        "--image-tower",
+        help="from scratch: an image tower instead of the EfficientNet, with the --arch text tower: internimage-t, "
+        "-s, -b, -l, -xl or an InternImage config.json (fresh weights), or a pretrained InternImage (hub id, "
+        "folder, official .pth)",
     )
     m.add_argument("--tokenizer", help="from scratch: tokenizer folder or vocab.txt (default: train WordPiece)")
     m.add_argument("--vocab-size", type=int, help="size of the WordPiece vocabulary trained on the captions")
@@ -158,6 +165,7 @@ _DATA_FIELDS = (
 _MODEL_FIELDS = (
     "init",
     "arch",
+    "image_tower",
     "tokenizer",
     "vocab_size",
     "image_size",

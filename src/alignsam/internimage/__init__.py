@@ -1,11 +1,11 @@
 """InternImage: the DCNv3 CNN (T, S, B, L, XL), checkpoint-compatible with the official and Hugging Face
 releases, with a fast CPU implementation of its deformable convolution.
 
-    from alignsam.internimage import InternImageProcessor, load_internimage
+    from alignsam.internimage import InternImage, InternImageProcessor
 
-    model = load_internimage("internimage_t_1k_224.pth")      # or a folder / hub id
+    model = InternImage.from_pretrained("internimage_t_1k_224.pth")  # or internimage-t, a folder, a hub id
     pixels = InternImageProcessor.for_config(model.config)(["cat.jpg"])
-    logits = model(pixels)                                    # N x 1000
+    logits = model(pixels)  # N x 1000
 """
 
 from alignsam.internimage.fast import dcnv3_fast
@@ -22,7 +22,6 @@ from alignsam.internimage.modeling import (
     internimage_t,
     internimage_xl,
 )
-from alignsam.internimage.pretrained import InternImageModel, load_internimage, save_internimage
 from alignsam.internimage.processing import InternImageProcessor, imagenet_labels, labels_for, read_labels
 
 __all__ = [
@@ -31,7 +30,6 @@ __all__ = [
     "DCNv3Core",
     "InternImage",
     "InternImageConfig",
-    "InternImageModel",
     "InternImageProcessor",
     "dcnv3_fast",
     "dcnv3_reference",
@@ -42,7 +40,5 @@ __all__ = [
     "internimage_t",
     "internimage_xl",
     "labels_for",
-    "load_internimage",
     "read_labels",
-    "save_internimage",
 ]

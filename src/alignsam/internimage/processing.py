@@ -17,8 +17,8 @@ as spaces), and any other model "class 0", "class 1", ...
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-import os
 from collections.abc import Sequence
 from importlib import resources
 from typing import cast
@@ -29,9 +29,10 @@ from PIL import Image
 
 from alignsam.errors import AlignSamError, CheckpointError, InputError
 from alignsam.internimage.modeling.config import InternImageConfig
-from alignsam.io.hub import resolve_path
+from alignsam.io.checkpoints import CONFIG_NAME
+from alignsam.io.hub import CacheDir
 from alignsam.io.images import ImageInput, load_image
-from alignsam.io.resolve import recommended
+from alignsam.io.resolve import ModelSource, Ref, resolve_model
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -109,24 +110,23 @@ def imagenet_labels() -> list[str]:
     return list(_imagenet_classes())
 
 
-def read_labels(ref: str | os.PathLike[str]) -> list[str] | None:
+def read_labels(ref: Ref | ModelSource, *, revision: str | None = None, cache_dir: CacheDir = None) -> list[str] | None:
     """Class names stored with a checkpoint: `id2label` in its `config.json`, else its `labels.txt`; None
-    when it has neither. Local folders (or the folder of a weights file) are read; hub ids from the cache
-    only, never the network."""
-    id2label = recommended(ref, "internimage", "config.json", {"id2label"}).get("id2label")
+    when it has neither or `ref` does not resolve. The reference resolves as for `InternImage.from_pretrained`
+    (`alignsam.io.resolve.resolve_model`): a folder is read, a weights file's own folder, a hub model from its
+    cache only (the one at `cache_dir` when given), never the network."""
+    try:
+        source = resolve_model(ref, "internimage", revision=revision, cache_dir=cache_dir)
+    except AlignSamError:  # nothing at that reference: no labels there
+        return None
+    if source.kind == "file":  # a weights file: what its folder holds
+        source = dataclasses.replace(source, kind="folder", location=str(source.folder))
+    id2label = source.settings(CONFIG_NAME, {"id2label"}).get("id2label")
     if id2label is None:
-        try:
-            local = resolve_path(ref)
-        except AlignSamError:  # nothing at that path: no labels there
-            local = None
-        if local is not None and local.is_file():
-            id2label = recommended(local.parent, "internimage", "config.json", {"id2label"}).get("id2label")
-            local = local.parent
-        if id2label is None:
-            path = local / LABELS_FILE if local is not None else None
-            if path is None or not path.is_file():
-                return None
-            return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        path = source.local_file(LABELS_FILE)
+        if path is None:
+            return None
+        return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     if not isinstance(id2label, dict) or not id2label:
         raise CheckpointError(f"The id2label of '{ref}' is not a mapping of class indices to names.")
     try:
@@ -138,10 +138,12 @@ def read_labels(ref: str | os.PathLike[str]) -> list[str] | None:
     return [name for _, name in pairs]
 
 
-def labels_for(ref: str | os.PathLike[str] | None, num_classes: int) -> list[str]:
+def labels_for(
+    ref: Ref | ModelSource | None, num_classes: int, *, revision: str | None = None, cache_dir: CacheDir = None
+) -> list[str]:
     """The class names to show for a model: the checkpoint's own (`read_labels`), else the ImageNet-1k
     names for 1000 classes, else "class i". A stored list of the wrong length is an error."""
-    stored = read_labels(ref) if ref is not None else None
+    stored = read_labels(ref, revision=revision, cache_dir=cache_dir) if ref is not None else None
     if stored is not None:
         if len(stored) != num_classes:
             raise CheckpointError(f"'{ref}' stores {len(stored)} class names for a model with {num_classes} classes.")

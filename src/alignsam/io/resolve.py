@@ -70,15 +70,22 @@ class ModelSource:
         model's file is read from the cache only, because the file is optional."""
         from alignsam.io.files import read_json_object
 
+        path = self.local_file(filename)
+        if path is None:
+            return {}
+        data = read_json_object(path)
+        return {k: v for k, v in data.items() if allowed is None or k in allowed}
+
+    def local_file(self, filename: str) -> Path | None:
+        """`filename` in the model's folder, or a hub model's copy of it in the cache; None when it is not on
+        this machine. Never downloads (for files a model may or may not have); a single weights file has no
+        files of its own."""
         if self.kind == "hub":
             path = from_cache(self.location, filename, self.revision, self.cache_dir)
         else:
             folder = self.path
             path = folder / filename if folder is not None and folder.is_dir() else None
-        if path is None or not path.is_file():
-            return {}
-        data = read_json_object(path)
-        return {k: v for k, v in data.items() if allowed is None or k in allowed}
+        return path if path is not None and path.is_file() else None
 
     def recommended(self, names: Sequence[str]) -> dict[str, dict[str, Any]]:
         """The recommended-settings files among `names` that the model holds (file name -> JSON object)."""

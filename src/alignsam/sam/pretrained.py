@@ -28,10 +28,11 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from alignsam.errors import CheckpointError, ConfigError, ModelNotFoundError
-from alignsam.io.files import read_json_object, write_settings
+from alignsam.errors import CheckpointError, ConfigError
+from alignsam.io.checkpoints import WEIGHT_FILES, build_and_load, config_beside, folder_config
+from alignsam.io.files import write_settings
 from alignsam.io.resolve import ModelSource
-from alignsam.io.weights import build_on_meta, load_state_dict, load_weights_into, save_safetensors
+from alignsam.io.weights import load_state_dict, save_safetensors
 from alignsam.sam.convert import Layout, config_from_hf, describe, infer_config, to_alignsam
 from alignsam.sam.modeling.config import SamConfig
 
@@ -39,13 +40,8 @@ MODEL_TYPE = "alignsam-sam"
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+HF_MODEL_TYPE = "sam"
 M = TypeVar("M", bound=nn.Module)
-_WEIGHT_CANDIDATES = (
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "pytorch_model.bin",
-    "pytorch_model.bin.index.json",
-)
 
 
 def load(
@@ -61,28 +57,29 @@ def load(
     local = source.path
     if local is not None and local.is_file():
         state_dict = load_state_dict(local)
-        file_config = _config_beside(local) if config is None else None
+        beside = config_beside(local, (MODEL_TYPE, HF_MODEL_TYPE), HF_MODEL_TYPE) if config is None else None
+        file_config = read_config(*beside) if beside is not None else None
         return _build(state_dict, config or file_config, build, f"checkpoint '{local}'", dtype, device)
 
     if config is None:
-        config = _read_config(_resolve_config(source), source)
-    weights = source.find(_WEIGHT_CANDIDATES)
+        config = read_config(*folder_config(source, HF_MODEL_TYPE))
+    weights = source.find(WEIGHT_FILES)
     assert weights is not None
     return _build(load_state_dict(weights), config, build, f"checkpoint '{source}'", dtype, device)
 
 
 def read_model_config(source: ModelSource) -> SamConfig:
     """The configuration `load` builds for `source`, without building the model: from `config.json` (a
-    Hugging Face folder's with its `preprocessor_config.json`), or for a single weights file from a SAM
+    Hugging Face folder's with its preprocessor settings), or for a single weights file from a SAM
     `config.json` beside it, else from the tensor shapes (read memory-mapped)."""
     local = source.path
     if local is not None and local.is_file():
-        config = _config_beside(local)
-        if config is None:
-            converted, layout = to_alignsam(load_state_dict(local))
-            config = infer_config(converted, numerics=_numerics(layout))
-        return config
-    return _read_config(_resolve_config(source), source)
+        beside = config_beside(local, (MODEL_TYPE, HF_MODEL_TYPE), HF_MODEL_TYPE)
+        if beside is not None:
+            return read_config(*beside)
+        converted, layout = to_alignsam(load_state_dict(local))
+        return infer_config(converted, numerics=_numerics(layout))
+    return read_config(*folder_config(source, HF_MODEL_TYPE))
 
 
 def save(
@@ -114,49 +111,12 @@ def read_config(data: Mapping[str, Any], preprocessor: Mapping[str, Any] | None 
         if version > FORMAT_VERSION:
             raise ConfigError(f"config.json has format_version {version}; this alignsam reads up to {FORMAT_VERSION}.")
         return SamConfig.from_dict({k: v for k, v in data.items() if k not in ("model_type", "format_version")})
-    if model_type == "sam":
+    if model_type == HF_MODEL_TYPE:
         return config_from_hf(data, preprocessor)
     raise ConfigError(
         f"config.json describes model_type={model_type!r}, not a Segment Anything model "
         f"('{MODEL_TYPE}' or Hugging Face 'sam')."
     )
-
-
-def _resolve_config(source: ModelSource) -> Path:
-    local = source.path
-    try:
-        path = source.find([CONFIG_NAME])
-    except ModelNotFoundError as err:
-        pth = sorted(p.name for p in local.glob("*.pth")) if local is not None and local.is_dir() else []
-        hint = f" It holds {pth}: pass the file itself." if pth else ""
-        raise ModelNotFoundError(f"{err}{hint}") from err
-    assert path is not None
-    return path
-
-
-def _read_config(config_path: Path, source: ModelSource) -> SamConfig:
-    data = read_json_object(config_path, ConfigError)
-    preprocessor = None
-    if data.get("model_type") == "sam":
-        # transformers 5 writes the processor's settings nested in processor_config.json
-        pre_path = source.find(["preprocessor_config.json", "processor_config.json"], required=False)
-        if pre_path is not None:
-            preprocessor = read_json_object(pre_path, ConfigError)
-            if pre_path.name == "processor_config.json":
-                preprocessor = preprocessor.get("image_processor", preprocessor)
-    return read_config(data, preprocessor)
-
-
-def _config_beside(weights: Path) -> SamConfig | None:
-    candidate = weights.parent / CONFIG_NAME
-    if not candidate.is_file():
-        return None
-    data = read_json_object(candidate, ConfigError)
-    if data.get("model_type") not in (MODEL_TYPE, "sam"):
-        return None  # some other model's config in the same folder
-    pre = weights.parent / "preprocessor_config.json"
-    preprocessor = read_json_object(pre, ConfigError) if pre.is_file() and data.get("model_type") == "sam" else None
-    return read_config(data, preprocessor)
 
 
 def _build(
@@ -171,16 +131,14 @@ def _build(
     if config is None:
         config = infer_config(converted, numerics=_numerics(layout))
     chosen = config
-    model = build_on_meta(lambda: build(chosen))
-    if dtype is not None:
-        model = model.to(dtype)
-    try:
-        load_weights_into(model, converted, source=f"{source} ({_LAYOUT_NAMES[layout]} layout)")
-    except CheckpointError as err:
-        raise CheckpointError(f"{err}{_mismatch_hint(converted, layout, chosen)}") from err
-    if device is not None:
-        model = model.to(device)
-    return model.eval()
+    return build_and_load(
+        lambda: build(chosen),
+        converted,
+        source=f"{source} ({_LAYOUT_NAMES[layout]} layout)",
+        dtype=dtype,
+        device=device,
+        hint=lambda: _mismatch_hint(converted, layout, chosen),
+    )
 
 
 _LAYOUT_NAMES: dict[Layout, str] = {

@@ -3,6 +3,8 @@
 Each label becomes one or more prompts ("a photo of a {}."), their text embeddings are averaged into a
 class embedding, and an image's probabilities are the softmax of its cosine similarities times the
 model's own logit scale (1 / temperature), exactly as `AlignModel.forward` scores image-text pairs.
+Supervised classification among a classifier's own classes (InternImage) is `alignsam.tools.imagenet`;
+both give a `ClassifyResult`.
 """
 
 from __future__ import annotations
@@ -63,12 +65,23 @@ def classify(
     classes = encoder.classifier(labels, templates)  # C x D
     embedded = encoder.encode_images(images, on_error=on_error)
     probs = (encoder.logit_scale * embedded.embeds @ classes.T).softmax(dim=-1)  # N_ok x C
-    k = min(top_k, len(labels))
-    top = probs.topk(k, dim=-1)
-    names = input_names(images)
+    return ranked(probs, labels, input_names(images), embedded.indices, embedded.errors, top_k)
+
+
+def ranked(
+    probs: torch.Tensor,
+    labels: Sequence[str],
+    names: Sequence[str],
+    indices: Sequence[int],
+    errors: Sequence[tuple[int, str]],
+    top_k: int,
+) -> ClassifyResult:
+    """The result of a classification: the top `top_k` of `labels` for each row of `probs` (`N_ok x C`, the
+    images at input positions `indices`), and the skipped inputs (`errors`: position, reason); `names` names
+    every input."""
+    top = probs.topk(min(top_k, len(labels)), dim=-1)
     predictions = [
         Prediction(names[i], [labels[j] for j in idx.tolist()], [round(float(s), 6) for s in val])
-        for i, idx, val in zip(embedded.indices, top.indices, top.values, strict=True)
+        for i, idx, val in zip(indices, top.indices, top.values, strict=True)
     ]
-    errors = [{"image": names[i], "error": msg} for i, msg in embedded.errors]
-    return ClassifyResult(predictions, errors, probs)
+    return ClassifyResult(predictions, [{"image": names[i], "error": msg} for i, msg in errors], probs)

@@ -1,8 +1,8 @@
 """The engine behind every zero-shot tool: batched ALIGN embeddings of many images and many texts.
 
-- Images are decoded and preprocessed in worker threads (PIL releases the GIL) while the model runs, in
-  input order, with a bounded look-ahead so a folder of a million files does not fill memory.
-- A file that cannot be read is reported and skipped (`on_error="skip"`), never fatal to the batch.
+- Images run as every image tool runs them (`alignsam.tools.batches`): decoded and preprocessed in worker
+  threads while the model runs, in input order; a file that cannot be read is reported and skipped
+  (`on_error="skip"`), never fatal to the batch.
 - Texts are tokenised once, sorted by length and batched so each batch pads only to its own longest text.
 - Everything runs under `torch.inference_mode`.
 """
@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Literal
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,14 +20,13 @@ import torch
 from alignsam.align.fast import prepare_align
 from alignsam.align.modeling.align import AlignModel
 from alignsam.align.processing import DEFAULT_MAX_LENGTH, AlignProcessor
-from alignsam.errors import AlignSamError, InputError
+from alignsam.errors import InputError
 from alignsam.fast import PLAIN, FastPath
 from alignsam.io.images import ImageInput
 from alignsam.io.resolve import default_model, resolve_model
+from alignsam.tools.batches import OnError, progress_bar, run_batches
 from alignsam.tools.templates import resolve_templates
 from alignsam.validation import check_count
-
-OnError = Literal["raise", "skip"]
 
 
 @dataclasses.dataclass
@@ -120,9 +117,12 @@ class Encoder:
         backend: str = "torch",
         **kwargs: Any,
     ) -> Encoder:
-        """An encoder for the ALIGN model `ref` (a hub id, folder or bundled name; None: the default model)."""
+        """An encoder for the ALIGN model `ref` (a hub id, folder or bundled name; None: the default model),
+        also one trained with another image tower (`alignsam.tools.towers`)."""
+        from alignsam.tools.towers import load_align
+
         source = resolve_model(default_model("align") if ref is None else ref, "align")
-        model = AlignModel.from_pretrained(source, device=device)
+        model = load_align(source, device=device)
         return cls(model, AlignProcessor.from_pretrained(source), backend=backend, **kwargs)
 
     @property
@@ -187,66 +187,21 @@ class Encoder:
         """
         if total is None and isinstance(images, Sequence):
             total = len(images)
-        rows: list[torch.Tensor] = []
-        indices: list[int] = []
-        errors: list[tuple[int, str]] = []
-        pending: list[tuple[int, np.ndarray]] = []
 
-        def flush() -> None:
-            if not pending:
-                return
-            pixels = torch.from_numpy(np.stack([p for _, p in pending])).to(self.device, self.dtype)
+        def forward(pixels: torch.Tensor) -> torch.Tensor:
+            pixels = pixels.to(self.device, self.dtype)
             if self.fast.align.channels_last:
                 pixels = pixels.contiguous(memory_format=torch.channels_last)
             with self.fast.autocast(self.device):
-                embeds = self.towers.encode_image(pixels, normalize=normalize).float().cpu()
-            positions = [i for i, _ in pending]
-            rows.append(embeds)
-            indices.extend(positions)
-            if on_batch is not None:
-                on_batch(embeds, positions)
-            pending.clear()
+                return self.towers.encode_image(pixels, normalize=normalize).float().cpu()
 
         with self._bar(total, "images") as bar:
-            for index, item in self._preprocessed(images):
-                if isinstance(item, AlignSamError):
-                    if on_error == "raise":
-                        raise item
-                    errors.append((index, str(item)))
-                    bar.update(1)
-                    continue
-                pending.append((index, item))
-                if len(pending) == self.batch_size:
-                    bar.update(len(pending))
-                    flush()
-            bar.update(len(pending))
-            flush()
-        embeds = torch.cat(rows) if rows else torch.empty(0, self.model.config.projection_dim)
-        return ImageEmbeddings(embeds, indices, errors)
-
-    def _preprocessed(self, images: Iterable[ImageInput]) -> Iterator[tuple[int, np.ndarray | AlignSamError]]:
-        """(position, pixels or the error) in input order, decoded by a thread pool ahead of the consumer."""
-        prep = self.processor.image_processor.preprocess
-
-        def work(image: ImageInput) -> np.ndarray | AlignSamError:
-            try:
-                return prep(image)
-            except AlignSamError as err:  # reported by position; file errors also name the file
-                return err
-
-        window = 2 * self.batch_size + self.workers
-        queue: deque[tuple[int, Future[np.ndarray | AlignSamError]]] = deque()
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="alignsam-decode") as pool:
-            for index, image in enumerate(images):
-                queue.append((index, pool.submit(work, image)))
-                if len(queue) >= window:
-                    i, fut = queue.popleft()
-                    yield i, fut.result()
-            while queue:
-                i, fut = queue.popleft()
-                yield i, fut.result()
+            done = run_batches(
+                images, self.processor.image_processor.preprocess, forward, batch_size=self.batch_size,
+                workers=self.workers, on_error=on_error, progress=bar, on_batch=on_batch,
+            )  # fmt: skip
+        embeds = torch.cat(done.rows) if done.rows else torch.empty(0, self.model.config.projection_dim)
+        return ImageEmbeddings(embeds, done.indices, done.errors)
 
     def _bar(self, total: int | None, unit: str) -> Any:
-        from tqdm.auto import tqdm
-
-        return tqdm(total=total, unit=f" {unit}", disable=not self.progress, leave=False, dynamic_ncols=True)
+        return progress_bar(total, unit, self.progress)

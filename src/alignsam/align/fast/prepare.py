@@ -29,25 +29,15 @@ def prepare_align(model: M, fast: FastPath | None = None) -> M:
     image tower's weights are rewritten (batch norms folded), so the model is not for training afterwards;
     `inference_twin` leaves the model as it is."""
     fast = fast or FastPath()
-    options = fast.align
     model.eval()
     align: Any = model
-    net = align.vision_model.efficientnet
-    if options.fold_batchnorm:
-        fold_batchnorm(net)
-    if options.channels_last:
-        to_channels_last(net)
-    if options.inplace:
-        set_inplace(net)
-    if options.fuse and options.fold_batchnorm and not fast.compile and isinstance(net, EfficientNet) and can_fuse(net):
-        dtype = torch.bfloat16 if fast.precision == "bf16" else torch.float32
-        fused = fuse_efficientnet(net, dtype)
-        align.vision_model.efficientnet = fused  # a stand-in, not an EfficientNet
+    net = _efficientnet(align)
+    if net is not None:  # another image tower (AlignConfig.image_tower) runs as it is
+        _prepare_efficientnet(align, net, fast)
     bert = align.text_model.bert
-    if options.pack_text and not fast.compile and type(bert) is Bert:
+    if fast.align.pack_text and not fast.compile and type(bert) is Bert:
         align.text_model.bert = PackedBert.of(bert)
     if fast.compile:  # the compiled wrapper stands in for the module and forwards attribute access to it
-        align.vision_model.efficientnet = torch.compile(net)
         align.text_model.bert = torch.compile(align.text_model.bert, dynamic=True)
     align.fast = FastPath.PLAIN  # the model is the fast one now: its calls need no twin
     return model
@@ -64,12 +54,34 @@ def inference_twin(model: M, fast: FastPath) -> M:
         return cache.twin  # type: ignore[return-value]
     twin = shallow_copy(align)
     twin.text_model = shallow_copy(align.text_model)
-    twin.vision_model = shallow_copy(align.vision_model)
-    twin.vision_model.efficientnet = copy.deepcopy(align.vision_model.efficientnet)
+    if _efficientnet(align) is not None:  # another image tower is shared: preparing leaves it as it is
+        twin.vision_model = shallow_copy(align.vision_model)
+        twin.vision_model.efficientnet = copy.deepcopy(align.vision_model.efficientnet)
     with torch.no_grad():
         prepare_align(twin, fast)  # sets the twin's own `fast` to PLAIN: it answers its calls itself
     object.__setattr__(model, "_twin_cache", _TwinCache(key, twin))  # not a submodule: not saved
     return twin
+
+
+def _efficientnet(align: Any) -> nn.Module | None:
+    """The model's EfficientNet (or the stand-in a preparation put there), or None for another image tower."""
+    net = getattr(align.vision_model, "efficientnet", None)
+    return net if isinstance(net, nn.Module) else None
+
+
+def _prepare_efficientnet(align: Any, net: Any, fast: FastPath) -> None:
+    options = fast.align
+    if options.fold_batchnorm:
+        fold_batchnorm(net)
+    if options.channels_last:
+        to_channels_last(net)
+    if options.inplace:
+        set_inplace(net)
+    if options.fuse and options.fold_batchnorm and not fast.compile and isinstance(net, EfficientNet) and can_fuse(net):
+        dtype = torch.bfloat16 if fast.precision == "bf16" else torch.float32
+        align.vision_model.efficientnet = fuse_efficientnet(net, dtype)  # a stand-in, not an EfficientNet
+    if fast.compile:
+        align.vision_model.efficientnet = torch.compile(net)
 
 
 class _TwinCache:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
-from typing import Any, ClassVar, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, Protocol, TypeVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -194,25 +194,63 @@ class AlignVisionModel(_Tower):
         features = self.efficientnet(pixel_values)
         return AlignVisionModelOutput(last_hidden_state=features, pooler_output=self.efficientnet.pool(features))
 
+    def forward_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The pooled features, `B x embed_dim`: ALIGN's image embedding (the `ImageTower` protocol)."""
+        return self.efficientnet.pool(self.efficientnet(pixel_values))
+
+    @property
+    def embed_dim(self) -> int:
+        return self.config.embed_dim
+
+
+class ImageTower(Protocol):
+    """What `AlignModel` needs of an image tower (an `nn.Module`): `forward_features(pixel_values)`, pixels
+    `B x 3 x H x W` -> pooled features `B x embed_dim`, and, for a tower other than ALIGN's EfficientNet,
+    `config_json()`, its configuration as the `config.json` object (with its `model_type`) that
+    `AlignConfig.image_tower` holds. `alignsam.internimage.InternImage` is one."""
+
+    @property
+    def embed_dim(self) -> int: ...
+
+    def forward_features(self, pixel_values: torch.Tensor) -> torch.Tensor: ...
+
+    def config_json(self) -> dict[str, Any]: ...
+
+
+TowerBuilder = Callable[[Mapping[str, Any]], nn.Module]
+"""Builds an image tower, with fresh weights, from the configuration `AlignConfig.image_tower` holds."""
+
 
 class AlignModel(nn.Module):
     """The dual encoder.
 
     Built from a config (`AlignModel(config)`), or from towers that are already built
     (`AlignModel(config, text_model=..., vision_model=...)`), or loaded with `from_pretrained`.
+
+    The image tower is ALIGN's EfficientNet (`AlignVisionModel`), or another `ImageTower` (InternImage:
+    ALIGN's recipe with another backbone) that `config.image_tower` describes. ALIGN has no image
+    projection: its pooled EfficientNet features are the embedding. Another tower whose width differs from
+    `projection_dim` gets one (`image_projection`, a linear layer).
     """
 
     def __init__(
         self,
         config: AlignConfig | None = None,
         text_model: AlignTextModel | None = None,
-        vision_model: AlignVisionModel | None = None,
+        vision_model: AlignVisionModel | nn.Module | None = None,
     ) -> None:
         super().__init__()
         config = config or AlignConfig()
         self.config = config
         self.text_model = text_model or AlignTextModel(config.text_config)
-        self.vision_model = vision_model or AlignVisionModel(config.vision_config)
+        self.vision_model = vision_model or _efficientnet_tower(config)
+        _check_tower(self.vision_model, config)
+        width = self._tower().embed_dim
+        self.image_projection: nn.Linear | None = None
+        if width != config.projection_dim:
+            self.image_projection = nn.Linear(width, config.projection_dim)
+            nn.init.xavier_uniform_(self.image_projection.weight)
+            nn.init.zeros_(self.image_projection.bias)
         self.text_projection = nn.Linear(config.text_config.hidden_size, config.projection_dim)
         # Logits are cosine similarities divided by this learnable scalar (ALIGN's temperature, init 1.0).
         self.temperature = nn.Parameter(torch.tensor(float(config.temperature_init_value)))
@@ -254,14 +292,20 @@ class AlignModel(nn.Module):
         return F.normalize(embeds, dim=-1) if normalize else embeds
 
     def encode_image(self, pixel_values: torch.Tensor, normalize: bool = False) -> torch.Tensor:
-        """Image embeddings, `B x D`: the pooled EfficientNet features (L2-normalised if `normalize`)."""
+        """Image embeddings, `B x D`: the pooled EfficientNet features, or another tower's projected
+        (L2-normalised if `normalize`)."""
         twin = self._inference_twin()
         if twin is not None:
             with self.fast.autocast(self.temperature.device, inference_mode=False):
                 return twin.encode_image(pixel_values, normalize)
-        net = self.vision_model.efficientnet
-        embeds = net.pool(net(pixel_values))
+        embeds = self._project_image(self._tower().forward_features(pixel_values))
         return F.normalize(embeds, dim=-1) if normalize else embeds
+
+    def _tower(self) -> ImageTower:
+        return cast(ImageTower, self.vision_model)
+
+    def _project_image(self, features: torch.Tensor) -> torch.Tensor:
+        return features if self.image_projection is None else self.image_projection(features)
 
     def logits(self, text_embeds: torch.Tensor, image_embeds: torch.Tensor) -> torch.Tensor:
         """`logits_per_text`, `B_txt x B_img`, from L2-normalised embeddings."""
@@ -308,11 +352,14 @@ class AlignModel(nn.Module):
         if twin is not None:
             with self.fast.autocast(self.temperature.device, inference_mode=False):
                 return twin(input_ids, pixel_values, attention_mask, token_type_ids, position_ids, return_loss)
-        vision = self.vision_model(pixel_values)
+        if isinstance(self.vision_model, AlignVisionModel):
+            vision = self.vision_model(pixel_values)
+        else:  # another tower: its pooled features
+            vision = AlignVisionModelOutput(pooler_output=self._tower().forward_features(pixel_values))
         text = self.text_model(input_ids, attention_mask, token_type_ids, position_ids)
         assert text.last_hidden_state is not None and vision.pooler_output is not None
         text_embeds = F.normalize(self.text_projection(text.last_hidden_state[:, 0]), dim=-1)
-        image_embeds = F.normalize(vision.pooler_output, dim=-1)
+        image_embeds = F.normalize(self._project_image(vision.pooler_output), dim=-1)
         logits_per_text = self.logits(text_embeds, image_embeds)
         loss = None
         if return_loss:
@@ -340,17 +387,32 @@ class AlignModel(nn.Module):
         cache_dir: CacheDir = None,
         dtype: torch.dtype | None = None,
         device: str | torch.device | None = None,
+        image_tower: TowerBuilder | None = None,
     ) -> AlignModel:
         """Load a Hugging Face ALIGN checkpoint: a hub id such as `kakaobrain/align-base` (or its short name
-        `align-base`), a local folder, or a bundled model (`demo`)."""
+        `align-base`), a local folder, or a bundled model (`demo`).
+
+        A checkpoint with another image tower (`config.image_tower`) needs `image_tower`, the function that
+        builds that tower from its configuration (`alignsam.tools.towers.build_image_tower` knows InternImage;
+        `alignsam.tools.towers.load_align` passes it)."""
         source = resolve(ref, revision, cache_dir)
         config = config_from_json(read_config(source))
         if not isinstance(config, AlignConfig):
             raise ConfigError(
                 f"'{ref}' holds a single tower; load it with AlignTextModel or AlignVisionModel.from_pretrained."
             )
-        sd = convert.hf_align_to_ours(read_weights(source))
-        model = load_pretrained(lambda: cls(config), sd, f"checkpoint '{ref}'", dtype, device)
+        tower = config.image_tower
+        if tower is not None and image_tower is None:
+            raise ConfigError(
+                f"'{ref}' has a {tower['model_type']} image tower, which AlignModel builds only with a tower "
+                "builder: load it with alignsam.tools.towers.load_align (the alignsam commands do)."
+            )
+
+        def build() -> AlignModel:
+            return cls(config, vision_model=None if tower is None or image_tower is None else image_tower(tower))
+
+        sd = convert.hf_align_to_ours(read_weights(source), efficientnet=tower is None)
+        model = load_pretrained(build, sd, f"checkpoint '{ref}'", dtype, device)
         model.recommended = source.recommended(RECOMMENDED_FILES)
         return model
 
@@ -361,6 +423,34 @@ class AlignModel(nn.Module):
         write_pretrained(directory, self.config.to_dict(), "AlignModel", sd, self.recommended)
 
 
+def _efficientnet_tower(config: AlignConfig) -> AlignVisionModel:
+    if config.image_tower is not None:
+        raise ConfigError(
+            f"This ALIGN's image tower is {config.image_tower['model_type']!r}: build it and pass it as "
+            "vision_model (alignsam.tools.towers.build_image_tower builds it from config.image_tower)."
+        )
+    return AlignVisionModel(config.vision_config)
+
+
+def _check_tower(tower: nn.Module, config: AlignConfig) -> None:
+    """An image tower other than ALIGN's must follow `ImageTower` and be the one `config.image_tower` names
+    (so that a saved model says which tower it has)."""
+    if isinstance(tower, AlignVisionModel):
+        if config.image_tower is not None:
+            raise ConfigError("config.image_tower describes another tower, but an EfficientNet was given.")
+        return
+    if not callable(getattr(tower, "forward_features", None)) or not isinstance(getattr(tower, "embed_dim", None), int):
+        raise ConfigError(
+            f"{type(tower).__name__} is not an image tower: it needs forward_features(pixels) -> B x D and embed_dim."
+        )
+    described = cast(ImageTower, tower).config_json() if callable(getattr(tower, "config_json", None)) else None
+    if config.image_tower is None or described is None or described != config.image_tower:
+        raise ConfigError(
+            f"config.image_tower must describe the {type(tower).__name__} image tower: "
+            "AlignConfig(..., image_tower=tower.config_json())."
+        )
+
+
 __all__ = [
     "AlignModel",
     "AlignOutput",
@@ -368,4 +458,5 @@ __all__ = [
     "AlignTextModelOutput",
     "AlignVisionModel",
     "AlignVisionModelOutput",
+    "ImageTower",
 ]

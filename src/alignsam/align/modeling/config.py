@@ -180,7 +180,14 @@ class AlignVisionConfig(_JsonConfig):
 
 @dataclasses.dataclass(frozen=True)
 class AlignConfig(_JsonConfig):
-    """The dual encoder: a text config, a vision config, the shared embedding size and the temperature."""
+    """The dual encoder: a text config, a vision config, the shared embedding size and the temperature.
+
+    `image_tower` describes an image tower other than ALIGN's EfficientNet (the contrastive recipe with
+    another backbone, such as InternImage): that tower's own configuration as its `config.json` object, with
+    its `model_type`; `vision_config` is then unused, and an image projection maps the tower's width to
+    `projection_dim` where they differ. None (ALIGN): the EfficientNet of `vision_config`, whose pooled
+    features are the image embedding, without a projection.
+    """
 
     model_type: ClassVar[str] = "align"
 
@@ -189,6 +196,7 @@ class AlignConfig(_JsonConfig):
     projection_dim: int = 640
     temperature_init_value: float = 1.0
     initializer_range: float = 0.02
+    image_tower: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         text, vision = self.text_config, self.vision_config
@@ -206,12 +214,23 @@ class AlignConfig(_JsonConfig):
         object.__setattr__(self, "vision_config", vision)
         check_numbers(self, "projection_dim", low=1, integer=True)
         check_numbers(self, "temperature_init_value", low=0, above=True)
-        if vision.embed_dim != self.projection_dim:
+        if self.image_tower is not None:
+            tower = self.image_tower
+            if not isinstance(tower, Mapping) or not isinstance(tower.get("model_type"), str):
+                raise ConfigError("image_tower must be an image tower's configuration with its model_type.")
+            object.__setattr__(self, "image_tower", dict(tower))
+        elif vision.embed_dim != self.projection_dim:
             # ALIGN has no image projection: the pooled EfficientNet features are the image embedding.
             raise ConfigError(
                 f"projection_dim {self.projection_dim} must equal the vision tower's output width "
                 f"{vision.embed_dim} (ALIGN has no image projection)."
             )
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        if self.image_tower is None:  # ALIGN's own config.json, as transformers writes it
+            del out["image_tower"]
+        return out
 
     @classmethod
     def from_text_vision_configs(

@@ -16,15 +16,20 @@ maps the Hugging Face layout onto them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import cast
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, cast
 
 import torch
 from torch import nn
 
+from alignsam.internimage import pretrained
 from alignsam.internimage.modeling.config import InternImageConfig
 from alignsam.internimage.modeling.dcnv3 import DCNv3, DCNv3Core
 from alignsam.internimage.modeling.layers import batch_norm, layer_norm
+from alignsam.io.hub import CacheDir
+from alignsam.io.resolve import ModelSource, Ref, resolve_model
 from alignsam.layers import DropPath
 
 
@@ -148,8 +153,10 @@ class Level(nn.Module):
 class InternImage(nn.Module):
     """InternImage classifier (T/S/B/L/XL): `forward(pixel_values)` -> logits.
 
-    `pixel_values`: `N x 3 x H x W`, normalised with the ImageNet mean and std (`InternImageProcessor`);
-    H and W need not be the training size (any size the stride-32 trunk accepts).
+    Build one with `InternImage(config)` (random weights, the official initialisation) or load one with
+    `InternImage.from_pretrained(ref)`. `pixel_values`: `N x 3 x H x W`, normalised with the ImageNet mean
+    and std (`InternImageProcessor`); H and W need not be the training size (any size the stride-32 trunk
+    accepts).
     """
 
     def __init__(self, config: InternImageConfig, core: DCNv3Core | None = None) -> None:
@@ -171,6 +178,37 @@ class InternImage(nn.Module):
         for module in self.modules():
             if isinstance(module, DCNv3):
                 module.reset_parameters()
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        ref: Ref | ModelSource,
+        *,
+        config: InternImageConfig | None = None,
+        revision: str | None = None,
+        cache_dir: CacheDir = None,
+        dtype: torch.dtype | None = None,
+        device: str | torch.device | None = None,
+    ) -> InternImage:
+        """Load a model from a short name (`internimage-t`), a hub id, a folder or a weights file (an
+        official `.pth`); see `alignsam.internimage.pretrained`. `config` replaces the checkpoint's own
+        configuration (or the one read from its shapes). In eval mode."""
+        source = resolve_model(ref, "internimage", revision=revision, cache_dir=cache_dir)
+        return pretrained.load(source, cls, config=config, dtype=dtype, device=device)
+
+    def save_pretrained(self, directory: str | os.PathLike[str], *, labels: Sequence[str] | None = None) -> Path:
+        """Write `config.json` (with `id2label` when `labels` are given) and `model.safetensors` (official key
+        names) into `directory`; returns it."""
+        return pretrained.save(self, self.config, directory, labels=labels)
+
+    def config_json(self) -> dict[str, Any]:
+        """The configuration as the object `save_pretrained` writes into `config.json` (with its model_type)."""
+        return pretrained.config_json(self.config)
+
+    @property
+    def embed_dim(self) -> int:
+        """Width of `forward_features`: `int(8C * cls_scale)` (768 for T)."""
+        return self.config.head_features
 
     def set_dcnv3_core(self, core: DCNv3Core) -> InternImage:
         """Use `core` for every DCNv3 sampling (e.g. `dcnv3_reference`); returns self."""

@@ -75,9 +75,14 @@ class ModelSpec:
     """What to train.
 
     Args:
-        init: a pretrained ALIGN to start from (hub id such as `kakaobrain/align-base`, folder, or `demo`);
-            None trains from scratch.
+        init: a pretrained ALIGN to start from (hub id such as `kakaobrain/align-base`, folder, or `demo`;
+            also a model trained with another image tower); None trains from scratch.
         arch: from scratch: an architecture name (`alignsam.train.align.models.ARCHITECTURES`) or a `config.json`.
+        image_tower: from scratch: an image tower instead of the architecture's EfficientNet (its text tower
+            and `projection_dim` stay; an image projection maps the tower's width to it): an InternImage
+            architecture with fresh weights (`internimage-t`, `-s`, `-b`, `-l`, `-xl`, or an InternImage
+            `config.json`), or a pretrained InternImage (hub id, folder, official `.pth`) without its
+            classification layer (`alignsam.tools.towers.image_tower`). Its image size is the default crop.
         tokenizer: from scratch: a tokenizer folder or `vocab.txt`; None trains a WordPiece vocabulary of
             `vocab_size` tokens on the training captions.
         image_size: the crop size the model trains and runs at; None keeps the architecture's (from
@@ -92,6 +97,7 @@ class ModelSpec:
 
     init: str | None = None
     arch: str = "align-base"
+    image_tower: str | None = None
     tokenizer: str | None = None
     vocab_size: int = 8000
     image_size: int | None = None
@@ -106,6 +112,8 @@ class ModelSpec:
         check_numbers(self, "image_size", "resize_size", low=16, optional=True)
         if self.resize_size is not None and self.image_size is not None and self.resize_size < self.image_size:
             raise ConfigError(f"resize_size {self.resize_size} is smaller than the crop, image_size {self.image_size}.")
+        if self.init is not None and self.image_tower is not None:
+            raise ConfigError("image_tower builds a new model; a pretrained one (init) keeps its own image tower.")
         if self.lock_image and self.lock_text:
             raise ConfigError("lock_image and lock_text together leave only the temperature and projection to train.")
 

@@ -1,4 +1,5 @@
-"""What the trainer trains: a pretrained ALIGN to fine-tune, or a new one from an architecture and a tokenizer.
+"""What the trainer trains: a pretrained ALIGN to fine-tune, or a new one from an architecture and a tokenizer,
+with ALIGN's EfficientNet or another image tower (InternImage, `alignsam.tools.towers`).
 
 Architectures are short builder functions in a plain dict, like `alignsam.align.PRESETS` (which they include).
 A from-scratch model's vocabulary size and image size are filled in from its tokenizer and `image_size`.
@@ -20,6 +21,7 @@ from alignsam.align.modeling.config import PRESETS, AlignConfig, AlignTextConfig
 from alignsam.align.processing import AlignImageProcessor, AlignProcessor, AlignTokenizer
 from alignsam.errors import ConfigError, InputError
 from alignsam.io.files import named_or_json
+from alignsam.tools import towers
 from alignsam.train.align.config import ModelSpec
 from alignsam.train.align.vocab import train_wordpiece
 
@@ -84,9 +86,10 @@ def _align_config(data: dict[str, Any]) -> AlignConfig:
     return config
 
 
-def image_processor(image_size: int, resize_size: int | None = None) -> AlignImageProcessor:
-    """Resize to `resize_size` (default `round(image_size * 346 / 289)`, ALIGN's 346 -> 289) and crop `image_size`."""
-    return AlignImageProcessor(size=resize_size or round(image_size * 346 / 289), crop_size=image_size)
+def image_processor(image_size: int, resize_size: int | None = None, **options: Any) -> AlignImageProcessor:
+    """Resize to `resize_size` (default `round(image_size * 346 / 289)`, ALIGN's 346 -> 289) and crop `image_size`;
+    `options` (`AlignImageProcessor`'s) set the pixel values an image tower expects (`towers.pixel_options`)."""
+    return AlignImageProcessor(size=resize_size or round(image_size * 346 / 289), crop_size=image_size, **options)
 
 
 def load_tokenizer(ref: str) -> AlignTokenizer:
@@ -107,25 +110,35 @@ def build(
         tokenizer: use this tokenizer instead of loading or training one (the other ranks of a run).
     """
     if spec.init is not None:
-        model, processor = AlignModel.from_pretrained(spec.init), AlignProcessor.from_pretrained(spec.init)
+        model, processor = towers.load_align(spec.init), AlignProcessor.from_pretrained(spec.init)
         if spec.image_size is not None or spec.resize_size is not None:
             size = spec.image_size or processor.image_processor.crop_size[0]
-            processor.image_processor = image_processor(size, spec.resize_size)
+            pixels = towers.pixel_options(model.config.image_tower)
+            processor.image_processor = image_processor(size, spec.resize_size, **pixels)
         return model, processor
     config = architecture(spec.arch)
     if tokenizer is None:
         tokenizer = load_tokenizer(spec.tokenizer) if spec.tokenizer else train_wordpiece(captions(), spec.vocab_size)
-    size = spec.image_size or config.vision_config.image_size
+    torch.manual_seed(seed)
+    tower = towers.image_tower(spec.image_tower) if spec.image_tower is not None else None
+    size = spec.image_size or (config.vision_config if tower is None else tower.config).image_size
     config = dataclasses.replace(
         config,
         text_config=config.text_config.replace(vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad_token_id),
         vision_config=config.vision_config.replace(image_size=size),
+        image_tower=None if tower is None else tower.config_json(),
     )
-    torch.manual_seed(seed)
-    model = AlignModel(config)
+    model = AlignModel(config, vision_model=tower)
     if spec.center_text:
         center_text_projection(model, tokenizer, list(itertools.islice(captions(), CENTERING_CAPTIONS)))
-    return model, AlignProcessor(image_processor(size, spec.resize_size), tokenizer)
+    pixels = towers.pixel_options(config.image_tower)
+    return model, AlignProcessor(image_processor(size, spec.resize_size, **pixels), tokenizer)
+
+
+def from_config(config: AlignConfig) -> AlignModel:
+    """A model of `config` with fresh weights, whatever its image tower (to load a checkpoint's weights into)."""
+    tower = None if config.image_tower is None else towers.build_image_tower(config.image_tower)
+    return AlignModel(config, vision_model=tower)
 
 
 def center_text_projection(model: AlignModel, tokenizer: AlignTokenizer, captions: Sequence[str]) -> None:

@@ -234,7 +234,7 @@ class Trainer:
     def _build_model(self, state: dict[str, Any] | None) -> tuple[AlignModel, AlignProcessor]:
         spec, processor_dir = self.config.model, self.out / "processor"
         if state:
-            model = AlignModel(AlignConfig.from_dict(state["model_config"]))
+            model = models.from_config(AlignConfig.from_dict(state["model_config"]))
             model.load_state_dict(state["model"])
             processor = AlignProcessor.from_pretrained(processor_dir)
         else:
