@@ -225,9 +225,11 @@ def run(quick: bool = False) -> dict[str, Any]:
     start = time.perf_counter()
     demo_image = scene(200).image
     results["click_demo"] = clicks("demo", demo_image, 10 if quick else 60)
-    from alignsam.tools.masks import load_sam
+    from alignsam.sam import SamModel
 
-    results["decoder_batching_demo"] = decoder_batching(load_sam("demo"), demo_image, 3 if quick else 10)
+    results["decoder_batching_demo"] = decoder_batching(
+        SamModel.from_pretrained("demo"), demo_image, 3 if quick else 10
+    )
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         if not quick:

@@ -17,7 +17,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="export SAM's and ALIGN's parts (ONNX)",
         description="Export a model part to another format. Formats: onnx.",
     )
-    formats = p.add_subparsers(dest="format", metavar="FORMAT", required=True)
+    formats = p.add_subparsers(dest="format", metavar="FORMAT", required=True, help="the format to write (onnx)")
     o = formats.add_parser(
         "onnx",
         help="ONNX models for ONNX Runtime, onnxruntime-web and the official SAM demo",
