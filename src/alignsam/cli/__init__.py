@@ -66,9 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         with warnings.catch_warnings():
             warnings.showwarning = _warning_line(args.command)
             if getattr(args, "output", None):  # a bad --output or --overlay-dir fails now, not after the work
-                check_output_file(args.output)
+                check_output_file(args.output, create_parent=False)
             if getattr(args, "overlay_dir", None):
-                ensure_output_folder(args.overlay_dir)
+                ensure_output_folder(args.overlay_dir, create_parents=False)
             return int(args.run(args) or 0)
     except AlignSamError as err:
         print(f"alignsam {args.command}: error: {err}", file=sys.stderr)

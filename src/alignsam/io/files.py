@@ -45,12 +45,15 @@ def named_or_json(name: str, named: Mapping[str, Callable[[], T]], parse: Callab
         raise ConfigError(f"'{path}' is not a usable configuration: {err}") from err
 
 
-def check_output_file(path: str | os.PathLike[str]) -> Path:
-    """`path` as a Path if a file can be written there, its missing parent folders created; an
-    `OutputError` naming it otherwise. For checking an output before long work rather than after."""
+def check_output_file(path: str | os.PathLike[str], *, create_parent: bool = True) -> Path:
+    """`path` as a Path if a file can be written there; an `OutputError` naming it otherwise. For checking an
+    output before long work rather than after. The library creates missing parent folders; the command line
+    passes `create_parent=False`, so that a mistyped `-o` names the missing folder instead of creating a tree."""
     out = Path(path)
     if out.is_dir():
         raise OutputError(f"The output '{out}' is a folder; name a file to write the result into.")
+    if not create_parent and not out.parent.is_dir():
+        raise OutputError(f"The folder '{out.parent}' for the output '{out}' does not exist; create it first.")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -60,11 +63,14 @@ def check_output_file(path: str | os.PathLike[str]) -> Path:
     return out
 
 
-def ensure_output_folder(path: str | os.PathLike[str]) -> Path:
-    """The folder `path`, created if missing; an `OutputError` naming it if it is a file or cannot be made."""
+def ensure_output_folder(path: str | os.PathLike[str], *, create_parents: bool = True) -> Path:
+    """The folder `path`, created if missing; an `OutputError` naming it if it is a file or cannot be made.
+    With `create_parents=False` (the command line) only the folder itself is created: its parent must exist."""
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise OutputError(f"The output folder '{out}' exists and is a file; name a folder.")
+    if not create_parents and not out.parent.is_dir():
+        raise OutputError(f"The folder '{out.parent}' for the output folder '{out}' does not exist; create it first.")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -72,17 +78,38 @@ def ensure_output_folder(path: str | os.PathLike[str]) -> Path:
     return out
 
 
+def umask() -> int:
+    """The process's file-mode creation mask, read without changing it where the system allows."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore (not thread-safe, hence the /proc route first)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: str | os.PathLike[str], write: Callable[[Path], object]) -> Path:
     """`write(temporary path)`, then rename the file to `path`: readers, and a run that fails or is killed
     midway, never see half a file, and any earlier file stays whole until the new one is complete. The
     temporary file sits beside `path` under a hidden, unique name (concurrent writers do not collide) and
-    is removed on failure. An `OutputError` naming `path` if it cannot be written (OSError, ValueError)."""
+    is removed on failure. The file ends with the mode a plain `open` would give it: an existing file's
+    mode, else 0666 less the umask (the temporary file is created 0600). An `OutputError` naming `path` if
+    it cannot be written (OSError, ValueError)."""
     out = check_output_file(path)
     fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial")
     os.close(fd)
     partial = Path(name)
     try:
         write(partial)
+        try:
+            mode = out.stat().st_mode & 0o7777
+        except FileNotFoundError:
+            mode = 0o666 & ~umask()
+        os.chmod(partial, mode)
         os.replace(partial, out)
     except (OSError, ValueError) as err:
         raise OutputError(f"Cannot write '{out}': {err}") from err
