@@ -30,7 +30,7 @@ EXTRAS=serve,data scripts/install.sh "${INSTALL[@]}"
 if [ -z "${IMAGES:-}" ]; then
     IMAGES=$WORK/scenes
     # 24 scenes of coloured shapes (what the demo models know), with their captions
-    [ -d "$IMAGES" ] || alignsam synth folder "$IMAGES" -n 24 --size 256 --seed 11 -q
+    [ -d "$IMAGES" ] || alignsam synth folder "$IMAGES" -n 24 --size 256 --seed 11 -q >/dev/null
 fi
 alignsam index "$WORK/index" --add "$IMAGES" --model "$MODEL" -q >/dev/null
 echo "Serving http://127.0.0.1:$PORT/ with ALIGN '$MODEL', SAM '$SAM_MODEL' and $(find "$IMAGES" -type f | wc -l) files of $IMAGES searchable."
