@@ -18,10 +18,15 @@ def matmul_peak(dtype: torch.dtype = torch.float32, n: int = 2048, repeats: int 
     matrix-multiply libraries PyTorch has here: its BLAS (`torch.mm`; MKL in the PyPI builds) and oneDNN.
     They differ: on the AMD EPYC development machine MKL's float32 multiply reaches ~120 GFLOP/s, oneDNN's
     ~270, and the models' convolutions (oneDNN) run above the BLAS figure."""
+    from alignsam.fast import onednn_bf16
+
+    native = dtype != torch.bfloat16 or onednn_bf16()
+    if not native:  # emulated bfloat16 (AVX2 CPUs) runs some 100x slower: a smaller multiply tells as much
+        n = min(n, 512)
     a = torch.randn(n, n, dtype=dtype)
     b = torch.randn(n, n, dtype=dtype)
     candidates: list[Callable[[], object]] = [lambda: torch.mm(a, b)]
-    if torch.backends.mkldnn.is_available():
+    if torch.backends.mkldnn.is_available() and native:
         candidates.append(lambda: torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], ""))
     best = float("inf")
     with torch.inference_mode():

@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import warnings
 from collections.abc import Iterator
 from typing import ClassVar, Literal
 
@@ -109,6 +110,8 @@ class FastPath:
             if inference_mode:
                 stack.enter_context(torch.inference_mode())
             if self.precision == "bf16":
+                if kind == "cpu" and not onednn_bf16():
+                    _warn_emulated_bf16()
                 stack.enter_context(torch.autocast(kind, dtype=torch.bfloat16))
             if not self.compile:  # compiled towers pick their own kernels (inductor cannot lower oneDNN calls)
                 stack.enter_context(self.matmul(device))
@@ -150,6 +153,32 @@ class OneDNNMatmul(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+def _warn_emulated_bf16() -> None:
+    global _WARNED_BF16
+    if not _WARNED_BF16:
+        _WARNED_BF16 = True
+        warnings.warn(
+            "this CPU has no bfloat16 matrix units (AVX512-BF16 or AMX): precision bf16 runs PyTorch's emulated "
+            "kernels, usually slower than fp32",
+            stacklevel=3,
+        )
+
+
+_WARNED_BF16 = False
+
+
+def onednn_bf16() -> bool:
+    """Whether oneDNN has bfloat16 kernels on this CPU (AVX512-BF16 or AMX; older x86 CPUs, AVX2 only, do
+    not). Without them the oneDNN bfloat16 paths are skipped: bf16 then runs PyTorch's own kernels."""
+    global _ONEDNN_BF16
+    if _ONEDNN_BF16 is None:
+        check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+        _ONEDNN_BF16 = bool(torch.backends.mkldnn.is_available() and check is not None and check())
+    return _ONEDNN_BF16
+
+
+_ONEDNN_BF16: bool | None = None
+
 BIG_ATTENTION = 1 << 20
 """Queries x keys of one head from which attention goes head by head through oneDNN."""
 
@@ -171,7 +200,10 @@ def _large_attention(
         other
         or dropout_p
         or is_causal
-        or not (q.dtype == torch.bfloat16 or (q.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")))
+        or not (
+            (q.dtype == torch.bfloat16 and onednn_bf16())
+            or (q.dtype == torch.float32 and not torch.is_autocast_enabled("cpu"))
+        )
         or any(type(t) is not torch.Tensor or t.device.type != "cpu" for t in tensors)
         or k.dtype != q.dtype
         or v.dtype != q.dtype

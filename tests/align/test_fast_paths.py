@@ -17,7 +17,7 @@ from alignsam.align.fast import prepare_align
 from alignsam.align.fast.bert import PackedBert
 from alignsam.align.fast.efficientnet import FusedEfficientNet
 from alignsam.align.modeling.bert import Bert
-from alignsam.fast import PLAIN, AlignFast, FastPath, OneDNNMatmul
+from alignsam.fast import PLAIN, AlignFast, FastPath, OneDNNMatmul, onednn_bf16
 
 from .conftest import conditioned_align, varied_images
 
@@ -88,7 +88,14 @@ def test_fused_tower_any_batch_and_size_and_input_untouched():
         assert torch.equal(pixels, before)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+NO_ONEDNN_BF16 = pytest.mark.skipif(
+    not onednn_bf16(), reason="this CPU has no oneDNN bfloat16 kernels (AVX512-BF16 or AMX) for the fused bf16 tower"
+)
+
+
+@pytest.mark.parametrize(
+    "dtype", [torch.float32, pytest.param(torch.bfloat16, marks=NO_ONEDNN_BF16)], ids=["fp32", "bf16"]
+)
 def test_packed_weights_follow_the_input_shape(dtype: torch.dtype):
     """Weights reordered for one input shape give the dense weights' numbers to the bit, are repacked when
     the shape changes (batch 1 after batch 2 must not run on batch 2's layout), and residual projections stay
@@ -198,7 +205,9 @@ def test_inplace_is_the_same_to_the_bit():
     assert torch.equal(pixels, before)  # the caller's input is never written
 
 
-@pytest.mark.parametrize("fuse", [True, False], ids=["fused-bf16-tower", "autocast"])
+@pytest.mark.parametrize(
+    "fuse", [pytest.param(True, marks=NO_ONEDNN_BF16), False], ids=["fused-bf16-tower", "autocast"]
+)
 def test_bf16_is_close(fuse: bool):
     """Random weights whose embeddings of different images are far apart (pairwise cosine <= 0.7) give a bf16
     cosine of 0.998 to fp32 here; that is the bound this test can state. The issue's 0.999 is about trained
@@ -207,6 +216,21 @@ def test_bf16_is_close(fuse: bool):
     tower = model.vision_model.efficientnet
     assert isinstance(tower, FusedEfficientNet) == fuse
     assert not fuse or tower.dtype == torch.bfloat16
+
+
+def test_bf16_without_onednn_bfloat16_kernels_runs_the_modules(monkeypatch):
+    """On a CPU without oneDNN's bfloat16 kernels (AVX2 only) the fused bf16 tower cannot run; bf16 then keeps
+    the plain modules under autocast, and warns that the kernels are emulated."""
+    import alignsam.fast
+
+    monkeypatch.setattr(alignsam.fast, "_ONEDNN_BF16", False)
+    monkeypatch.setattr(alignsam.fast, "_WARNED_BF16", False)
+    fast = FastPath(precision="bf16")
+    model = prepare_align(conditioned_align(small_config()), fast)
+    assert not isinstance(model.vision_model.efficientnet, FusedEfficientNet)
+    pixels = varied_images(2, small_config().vision_config.image_size, seed=3)
+    with pytest.warns(UserWarning, match="no bfloat16 matrix units"), fast.autocast("cpu"):
+        assert model.encode_image(pixels).dtype == torch.bfloat16
 
 
 @pytest.mark.slow

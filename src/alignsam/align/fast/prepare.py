@@ -18,7 +18,7 @@ from alignsam.align.fast.bert import PackedBert
 from alignsam.align.fast.efficientnet import can_fuse, fuse_efficientnet
 from alignsam.align.modeling.bert import Bert
 from alignsam.align.modeling.efficientnet import EfficientNet, MBConv, SqueezeExcite, fold_batchnorm
-from alignsam.fast import FastPath
+from alignsam.fast import FastPath, onednn_bf16
 from alignsam.layers import shallow_copy
 
 M = TypeVar("M", bound=nn.Module)  # an AlignModel: this module never imports the model file (one load direction)
@@ -77,8 +77,10 @@ def _prepare_efficientnet(align: Any, net: Any, fast: FastPath) -> None:
         to_channels_last(net)
     if options.inplace:
         set_inplace(net)
-    if options.fuse and options.fold_batchnorm and not fast.compile and isinstance(net, EfficientNet) and can_fuse(net):
-        dtype = torch.bfloat16 if fast.precision == "bf16" else torch.float32
+    dtype = torch.bfloat16 if fast.precision == "bf16" else torch.float32
+    # the fused bfloat16 tower needs oneDNN's bfloat16 kernels; without them bf16 runs the modules under autocast
+    fusable = can_fuse(net) and (dtype == torch.float32 or onednn_bf16())
+    if options.fuse and options.fold_batchnorm and not fast.compile and isinstance(net, EfficientNet) and fusable:
         align.vision_model.efficientnet = fuse_efficientnet(net, dtype)  # a stand-in, not an EfficientNet
     if fast.compile:
         align.vision_model.efficientnet = torch.compile(net)
