@@ -121,6 +121,11 @@ class ImageIndex:
         with self._lock:
             return int(self.conn.execute("SELECT count(*) FROM images").fetchone()[0])
 
+    def holds(self, path: str) -> bool:
+        """Whether `path` (as search results give it) is a file of the index."""
+        with self._lock:
+            return self.conn.execute("SELECT 1 FROM images WHERE path=?", (os.fsencode(path),)).fetchone() is not None
+
     def check_model(self, model: str) -> None:
         """Refuse, in one line, to mix in vectors of a model other than the one the index was built with."""
         held = self.model

@@ -67,24 +67,29 @@ def connect(folder: Path, *, create: bool = False) -> sqlite3.Connection:
     """The index database of `folder`; an `InputError` in one line for a folder that is not an index or a
     database file that is not one (corrupt). `create` makes an empty index."""
     db = folder / DB_NAME
-    if not db.is_file():
-        if not create:
-            raise InputError(f"'{folder}' is not an image index (no {DB_NAME}); build it with `alignsam index`.")
-        folder.mkdir(parents=True, exist_ok=True)
-    elif db.stat().st_size and _head(db) != b"SQLite format 3\x00":
-        # checked before SQLite opens it: a non-database must not be touched, let alone rewritten
+    fresh = not db.is_file() or db.stat().st_size == 0  # 0 bytes: a create killed before its first commit
+    if fresh and not create:
+        raise InputError(f"'{folder}' is not an image index (no {DB_NAME}); build it with `alignsam index`.")
+    if not fresh and _head(db) != b"SQLite format 3\x00":
+        # checked before SQLite opens it: a file that is not a database must not be touched, let alone rewritten
         raise InputError(f"'{db}' is not an SQLite database (corrupt index file); the index was left untouched.")
+    folder.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(db, isolation_level=None, timeout=60, check_same_thread=False)
     try:
-        conn = sqlite3.connect(db, isolation_level=None, timeout=60, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        if create:
+        if fresh:
+            conn.execute("PRAGMA journal_mode=WAL")
             with transaction(conn):
                 _create(conn)
+        check_integrity_light(conn, db)  # before anything is written to a database found here
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
         conn.execute("SELECT count(*) FROM images").fetchone()
-        check_integrity_light(conn, db)
     except sqlite3.DatabaseError as err:
+        conn.close()
         raise InputError(f"'{db}' could not be read ({err}); the index is corrupt and was left untouched.") from err
+    except InputError:
+        conn.close()
+        raise
     return conn
 
 
