@@ -126,6 +126,19 @@ class ImageIndex:
         with self._lock:
             return self.conn.execute("SELECT 1 FROM images WHERE path=?", (os.fsencode(path),)).fetchone() is not None
 
+    def vectors_of_paths(self, paths: Sequence[str]) -> dict[str, np.ndarray]:
+        """path -> its vector (`D` float32) for those of `paths` the index holds, in one read transaction."""
+        out: dict[str, np.ndarray] = {}
+        with self._lock, store.transaction(self.conn, write=False):
+            dim = int(store.read_info(self.conn).get("dim", 0))
+            for start in range(0, len(paths), 900):
+                part = [os.fsencode(p) for p in paths[start : start + 900]]
+                marks = ",".join("?" * len(part))
+                rows = self.conn.execute(f"SELECT path, vector FROM images WHERE path IN ({marks})", part).fetchall()
+                for (raw, _), vector in zip(rows, store.vectors_of(rows, dim), strict=True):
+                    out[store.display_path(bytes(raw))] = vector
+        return out
+
     def check_model(self, model: str) -> None:
         """Refuse, in one line, to mix in vectors of a model other than the one the index was built with."""
         held = self.model
