@@ -72,11 +72,16 @@ def publish(index: Any, folder: Path, generation: int) -> str:
 def search(index: Any, queries: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
     """Ids `Q x count` (-1 where fewer were found) and cosines of the `count` nearest rows to each query."""
     found = index.search(np.ascontiguousarray(queries, dtype=np.float32), count)
-    keys = np.asarray(found.keys, dtype=np.int64).reshape(len(queries), -1)
-    scores = 1.0 - np.asarray(found.distances, dtype=np.float32).reshape(len(queries), -1)
-    counts = np.asarray(found.counts).reshape(-1)
-    for q, n in enumerate(counts):
-        keys[q, int(n) :] = -1
+    counts = getattr(found, "counts", None)  # a batch of queries: padded rows and their counts
+    if counts is None:  # one query: only what was found
+        counts = [len(found.keys)]
+    keys = np.full((len(queries), count), -1, dtype=np.int64)
+    scores = np.full((len(queries), count), -np.inf, dtype=np.float32)
+    got_keys = np.asarray(found.keys, dtype=np.int64).reshape(len(queries), -1)
+    got_scores = 1.0 - np.asarray(found.distances, dtype=np.float32).reshape(len(queries), -1)
+    for q, n in enumerate(np.asarray(counts).reshape(-1).tolist()):
+        keys[q, :n] = got_keys[q, :n]
+        scores[q, :n] = got_scores[q, :n]
     return keys, scores
 
 
