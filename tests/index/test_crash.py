@@ -8,7 +8,6 @@ import os
 import random
 import signal
 import sqlite3
-import threading
 import time
 from pathlib import Path
 
@@ -166,9 +165,10 @@ def test_embed_resumes_after_kill_9(photos, tmp_path, capsys, monkeypatch):
 
     once = np.load(tmp_path / "once" / "images.npy")
     again = np.load(out / "images.npy")
-    assert pq.read_table(out / "images.parquet").to_pydict() == pq.read_table(
-        tmp_path / "once" / "images.parquet"
-    ).to_pydict()
+    assert (
+        pq.read_table(out / "images.parquet").to_pydict()
+        == pq.read_table(tmp_path / "once" / "images.parquet").to_pydict()
+    )
     assert once.shape == again.shape == (N_IMAGES, 160) and np.abs(once - again).max() < 1e-6
 
 
