@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from alignsam.errors import InputError
+from alignsam.errors import InputError, OutputError
 
 FORMAT = 1
 DB_NAME = "index.sqlite"
@@ -121,14 +121,22 @@ def check_integrity_light(conn: sqlite3.Connection, db: Path) -> None:
 @contextlib.contextmanager
 def transaction(conn: sqlite3.Connection, write: bool = True) -> Iterator[sqlite3.Connection]:
     """One transaction: `BEGIN IMMEDIATE` for a writer (takes the write lock now, so a batch never fails
-    half-way for a lock), a deferred one for a reader (a consistent snapshot in WAL mode)."""
-    conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+    half-way for a lock), a deferred one for a reader (a consistent snapshot in WAL mode). SQLite's own
+    failures (a full disk, a damaged page) become one-line errors; the transaction is rolled back."""
     try:
-        yield conn
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
+        conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            raise
+    except sqlite3.DatabaseError as err:
+        if write:
+            raise OutputError(f"The index could not be written ({err}); what was committed before is kept.") from err
+        raise InputError(f"The index could not be read ({err}).") from err
 
 
 def read_info(conn: sqlite3.Connection) -> dict[str, Any]:
