@@ -259,3 +259,51 @@ def test_file_names_that_are_not_utf8_survive(encoder, tmp_path):
         assert index.search(np.ones((1, index.dim)), k=5, where="path LIKE '%caf%'")[0][0]["path"].endswith(".png")
         os.unlink(raw)
         assert index.prune() == [str(folder) + "/caf\\xe9 \\xff.png"]
+
+
+def test_an_engine_failure_keeps_the_batches_committed_before_it(encoder, tmp_path, monkeypatch):
+    from alignsam.index import core
+
+    make_images(tmp_path / "photos", 10)
+    real = core.embed_local
+
+    def fails_after_two_batches(paths, enc, batch_size=None):
+        for n, batch in enumerate(real(paths, enc, batch_size=batch_size)):
+            if n == 2:
+                raise RuntimeError("the engine died")
+            yield batch
+
+    monkeypatch.setattr(core, "embed_local", fails_after_two_batches)
+    with ImageIndex.open(tmp_path / "idx", create=True) as index:
+        with pytest.raises(RuntimeError, match="the engine died"):
+            index.add([tmp_path / "photos"], model="demo", encoder=encoder, batch_size=3)
+        assert len(index) == 6 and index.info["generation"] == 2
+        monkeypatch.setattr(core, "embed_local", real)
+        report = index.add([tmp_path / "photos"], model="demo", encoder=encoder, batch_size=3)
+        assert (report["added"], report["unchanged"], len(index)) == (4, 6, 10)
+
+
+def test_a_writer_killed_while_publishing_the_graph_leaves_the_old_one(encoder, tmp_path, monkeypatch):
+    from alignsam.index import ann
+
+    make_images(tmp_path / "photos", 12)
+    with ImageIndex.open(tmp_path / "idx", create=True, exact_below=5) as index:
+        index.add([tmp_path / "photos"], model="demo", encoder=encoder)
+        published = index.info["ann_file"]
+        real = ann.publish
+
+        def dies_after_writing(graph, folder, generation):
+            graph.save(str(folder / f".ann-{generation}.usearch.partial"))
+            raise KeyboardInterrupt  # killed before the rename
+
+        monkeypatch.setattr(ann, "publish", dies_after_writing)
+        make_images(tmp_path / "photos", 2, start=50)
+        with pytest.raises(KeyboardInterrupt):
+            index.add([tmp_path / "photos"], model="demo", encoder=encoder)
+        assert index.info["ann_file"] == published and len(index) == 14
+        with ImageIndex.open(tmp_path / "idx") as reader:  # the old graph plus the rows committed since
+            assert len(reader.search(np.ones((1, index.dim), np.float32), k=20)[0]) == 14
+        monkeypatch.setattr(ann, "publish", real)
+        index.add([tmp_path / "photos"], model="demo", encoder=encoder)
+        assert index.info["ann_file"] != published and index.info["ann_count"] == 14
+        assert not list((tmp_path / "idx").glob(".*.partial"))
