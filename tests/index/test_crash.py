@@ -42,7 +42,7 @@ def reference(photos, tmp_path_factory, encoder) -> dict[int, tuple[str, np.ndar
 def table(index: ImageIndex) -> dict[int, tuple[str, np.ndarray]]:
     return {
         row_id: (os.fsdecode(bytes(raw)), np.frombuffer(blob, np.float32).copy())
-        for row_id, raw, blob in index.conn.execute("SELECT id, path, vector FROM images")
+        for row_id, raw, blob in index.conn.execute("SELECT id, path, vector FROM images JOIN vectors USING (id)")
     }
 
 
@@ -82,7 +82,9 @@ def check_whole(folder: Path) -> None:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         paths = [r[0] for r in conn.execute("SELECT path FROM images")]
         assert len(paths) == len(set(paths))
-        for (blob,) in conn.execute("SELECT vector FROM images"):
+        vectors = conn.execute("SELECT count(*) FROM vectors").fetchone()[0]
+        assert vectors == len(paths)  # every row has its vector and every vector its row
+        for (blob,) in conn.execute("SELECT vector FROM images JOIN vectors USING (id)"):
             assert abs(float(np.linalg.norm(np.frombuffer(blob, np.float32))) - 1) < 1e-5
     finally:
         conn.close()

@@ -35,7 +35,7 @@ class Counting:
 def rows(index: ImageIndex) -> dict[str, tuple[int, np.ndarray]]:
     """path -> (id, vector) of every row."""
     out = {}
-    for row_id, raw, blob in index.conn.execute("SELECT id, path, vector FROM images"):
+    for row_id, raw, blob in index.conn.execute("SELECT id, path, vector FROM images JOIN vectors USING (id)"):
         out[os.fsdecode(bytes(raw))] = (row_id, np.frombuffer(blob, np.float32))
     return out
 

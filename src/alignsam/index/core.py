@@ -134,7 +134,9 @@ class ImageIndex:
             for start in range(0, len(paths), 900):
                 part = [os.fsencode(p) for p in paths[start : start + 900]]
                 marks = ",".join("?" * len(part))
-                rows = self.conn.execute(f"SELECT path, vector FROM images WHERE path IN ({marks})", part).fetchall()
+                rows = self.conn.execute(
+                    f"SELECT path, vector FROM images JOIN vectors USING (id) WHERE path IN ({marks})", part
+                ).fetchall()
                 for (raw, _), vector in zip(rows, store.vectors_of(rows, dim), strict=True):
                     out[store.display_path(bytes(raw))] = vector
         return out
@@ -324,17 +326,21 @@ class ImageIndex:
                 old = self.conn.execute("SELECT id FROM images WHERE path=?", (raw,)).fetchone()
                 if old is not None:
                     self.conn.execute("DELETE FROM images WHERE id=?", (old[0],))
+                    self.conn.execute("DELETE FROM vectors WHERE id=?", (old[0],))
                     self.conn.execute("INSERT OR REPLACE INTO removed VALUES (?, ?)", (old[0], gen))
                     updated += 1
                 else:
                     added += 1
                 unit = vector / max(float(np.linalg.norm(vector)), 1e-12)  # stored L2-normalised, whatever came
+                cursor = self.conn.execute(
+                    "INSERT INTO images (path, size, mtime_ns, hash, width, height, caption, tags, gen) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (raw, size, mtime_ns, digest, int(width), int(height), caption, tag_text, gen),
+                )
                 self.conn.execute(
-                    "INSERT INTO images (path, size, mtime_ns, hash, width, height, caption, tags, gen, vector) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (raw, size, mtime_ns, digest, int(width), int(height), caption, tag_text, gen,
-                     np.ascontiguousarray(unit, dtype=np.float32).tobytes()),
-                )  # fmt: skip
+                    "INSERT INTO vectors VALUES (?, ?)",
+                    (cursor.lastrowid, np.ascontiguousarray(unit, dtype=np.float32).tobytes()),
+                )
             store.set_info(self.conn, generation=gen)
         return added, updated, failed
 
@@ -347,6 +353,7 @@ class ImageIndex:
                 with store.transaction(self.conn):
                     gen = store.read_info(self.conn)["generation"] + 1
                     self.conn.executemany("DELETE FROM images WHERE id=?", [(i,) for i, _ in gone])
+                    self.conn.executemany("DELETE FROM vectors WHERE id=?", [(i,) for i, _ in gone])
                     self.conn.executemany("INSERT OR REPLACE INTO removed VALUES (?, ?)", [(i, gen) for i, _ in gone])
                     store.set_info(self.conn, generation=gen)
                 self._publish_ann()
@@ -385,7 +392,9 @@ class ImageIndex:
             dead = [i for i in dead if index.contains(i)]
             if dead:
                 index.remove(np.asarray(dead, dtype=np.uint64))
-        cursor = self.conn.execute("SELECT id, vector FROM images WHERE gen > ? AND gen <= ? ORDER BY id", (since, gen))
+        cursor = self.conn.execute(
+            "SELECT id, vector FROM images JOIN vectors USING (id) WHERE gen > ? AND gen <= ? ORDER BY id", (since, gen)
+        )
         while chunk := cursor.fetchmany(8192):
             index.add(np.asarray([r[0] for r in chunk], dtype=np.uint64), store.vectors_of(chunk, info["dim"]))
         name = ann.publish(index, self.folder, gen)
@@ -411,10 +420,12 @@ class ImageIndex:
         if name:
             index = ann.load(self.folder / name, dim, info.get("ann_count", 0))
             since = info.get("ann_generation", 0)
-            rows = self.conn.execute("SELECT id, vector FROM images WHERE gen > ? ORDER BY id", (since,)).fetchall()
+            rows = self.conn.execute(
+                "SELECT id, vector FROM images JOIN vectors USING (id) WHERE gen > ? ORDER BY id", (since,)
+            ).fetchall()
             snap = _Snapshot(info["generation"], count, _ids(rows), store.vectors_of(rows, dim, 1), index, since)
         else:
-            rows = self.conn.execute("SELECT id, vector FROM images ORDER BY id").fetchall()
+            rows = self.conn.execute("SELECT id, vector FROM vectors ORDER BY id").fetchall()
             snap = _Snapshot(info["generation"], count, _ids(rows), store.vectors_of(rows, dim, 1))
         self._snapshot = snap
         return snap
@@ -479,12 +490,11 @@ class ImageIndex:
     ) -> tuple[np.ndarray, np.ndarray]:
         """The best `fetch` (id, cosine) for one query, best first."""
         if snap.ann is None:
-            ids, vectors = snap.ids, snap.vectors
+            ids, scores = snap.ids, snap.vectors @ query  # every score, then the filter: no copy of the vectors
             if where is not None:
-                allowed = self._ids_where(where)
-                keep = np.isin(ids, allowed)
-                ids, vectors = ids[keep], vectors[keep]
-            return _top(ids, vectors @ query, fetch)
+                keep = np.isin(ids, self._ids_where(where), assume_unique=True)
+                ids, scores = ids[keep], scores[keep]
+            return _top(ids, scores, fetch)
         if where is not None:
             allowed = self._ids_where(where)
             if len(allowed) < self.exact_below:  # a selective filter: exactly, over the rows it leaves
@@ -526,7 +536,7 @@ class ImageIndex:
         out: dict[int, np.ndarray] = {}
         for start in range(0, len(ids), 900):
             part = ",".join(str(int(i)) for i in ids[start : start + 900])
-            rows = self.conn.execute(f"SELECT id, vector FROM images WHERE id IN ({part})").fetchall()
+            rows = self.conn.execute(f"SELECT id, vector FROM vectors WHERE id IN ({part})").fetchall()
             for (row_id, _), vector in zip(rows, store.vectors_of(rows, dim), strict=True):
                 out[int(row_id)] = vector
         return out
@@ -565,7 +575,7 @@ class ImageIndex:
         if not 0.0 < threshold <= 1.0:
             raise UsageError(f"The near-duplicate threshold must be in (0, 1], got {threshold}.")
         with self._lock, store.transaction(self.conn, write=False):
-            rows = self.conn.execute("SELECT id, vector FROM images ORDER BY id").fetchall()
+            rows = self.conn.execute("SELECT id, vector FROM vectors ORDER BY id").fetchall()
             dim = int(store.read_info(self.conn).get("dim", 0))
         ids = _ids(rows)
         vectors = store.vectors_of(rows, dim, 1)
@@ -647,6 +657,10 @@ def _top(ids: np.ndarray, scores: np.ndarray, count: int) -> tuple[np.ndarray, n
     """The `count` best (id, score), best first; ties by id, so results are stable."""
     if len(ids) == 0:
         return ids.astype(np.int64), scores.astype(np.float32)
+    if count < len(ids):  # the best `count` (and all tied with the last of them), then sorted
+        cut = np.partition(scores, len(scores) - count)[len(scores) - count]
+        best = np.flatnonzero(scores >= cut)
+        ids, scores = ids[best], scores[best]
     order = np.lexsort((ids, -scores))[:count]
     return ids[order], scores[order]
 

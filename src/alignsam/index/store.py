@@ -1,11 +1,12 @@
 """The index's metadata and vectors: one SQLite database in write-ahead-log mode.
 
-Each row of `images` is one embedded file: its path (the file name's bytes, so that names that are not
-UTF-8 survive), size, modification time, content hash, pixel size, caption, tags, the generation that wrote
-it and its L2-normalised float32 vector (`D` floats, a BLOB). A changed file is a new row (a new id; ids
-are never reused) and the old id goes to `removed`, so an approximate index built earlier never returns a
-stale vector: its hits are checked against the live rows. `info` holds the model, the dimension and the
-counters (`generation`, the published ANN file and the generation it covers).
+Each row of `images` is one embedded file: its path (the file name's bytes, so that names that are not UTF-8
+survive), size, modification time, content hash, pixel size, caption, tags and the generation that wrote it;
+its L2-normalised float32 vector (`D` floats, a BLOB) is the row of the same id in `vectors`, a table of its
+own so that a filter scans compact metadata pages, not pages full of vectors. A changed file is a new row (a
+new id; ids are never reused) and the old id goes to `removed`, so an approximate index built earlier never
+returns a stale vector: its hits are checked against the live rows. `info` holds the model, the dimension
+and the counters (`generation`, the published ANN file and the generation it covers).
 
 Every batch is one transaction (rows, removals and the new generation together); `synchronous=FULL` makes a
 commit durable, so a process killed at any moment leaves the last committed batch and nothing of the next.
@@ -42,10 +43,10 @@ CREATE TABLE IF NOT EXISTS images (
     height INTEGER,
     caption TEXT,
     tags TEXT,
-    gen INTEGER NOT NULL,
-    vector BLOB NOT NULL
+    gen INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS images_gen ON images (gen);
+CREATE TABLE IF NOT EXISTS vectors (id INTEGER PRIMARY KEY, vector BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS removed (id INTEGER PRIMARY KEY, gen INTEGER NOT NULL);
 """
 
@@ -111,7 +112,7 @@ def check_integrity_light(conn: sqlite3.Connection, db: Path) -> None:
     """Refuse a database of another format or another program (cheap checks; a full `integrity_check`
     would read every page)."""
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    if not {"info", "images", "removed"} <= tables:
+    if not {"info", "images", "vectors", "removed"} <= tables:
         raise InputError(f"'{db}' is an SQLite database but not an alignsam image index.")
     fmt = conn.execute("SELECT value FROM info WHERE key='format'").fetchone()
     if fmt is None or fmt[0] != str(FORMAT):
