@@ -185,6 +185,9 @@ def test_approximate_search_agrees_with_exact_and_follows_the_writer(encoder, tm
         first = reader.search(queries[:1], k=40)[0]
         (tmp_path / "photos" / "img_000.png").unlink()
         index.prune()
+        assert index.info["ann_generation"] < index.info["generation"]  # one removal: the graph is kept
+        pruned = reader.search(queries[:1], k=50)[0]
+        assert len(pruned) == 39 and not any(h["path"].endswith("img_000.png") for h in pruned)
         make_images(tmp_path / "photos", 2, start=500)
         index.add([tmp_path / "photos"], model="demo", encoder=encoder)
         later = reader.search(queries[:1], k=50)[0]

@@ -38,6 +38,10 @@ EXACT_BELOW = 50_000
 """Collections smaller than this are searched exactly (numpy); larger ones through the HNSW index
 (benchmarks/RESULTS.md, "Search engines")."""
 
+ANN_DELTA = 10_000
+"""Rows added or removed since the HNSW file was built that trigger its update at the end of an `add` (or
+5% of the rows, whichever is fewer); below that the newer rows are searched exactly beside it."""
+
 DEFAULT_DEDUPE = 0.95
 """Cosine at and above which two images count as near-duplicates."""
 
@@ -365,7 +369,11 @@ class ImageIndex:
             self._publish_ann(rebuild=True)
 
     def _publish_ann(self, rebuild: bool = False) -> None:
-        """Bring the ANN file up to the current generation (or drop it below `exact_below` vectors)."""
+        """Bring the ANN file up to the current generation (or drop it below `exact_below` vectors).
+
+        A file that misses at most `ANN_DELTA` of the rows, and at most 5% of them, is kept: searches cover
+        the rows committed since exactly, and rewriting a graph of millions for a few new images would cost
+        more than it saves."""
         info = store.read_info(self.conn)
         count = len(self)
         old = info.get("ann_file") or ""
@@ -376,8 +384,12 @@ class ImageIndex:
             self._clean_ann(keep=set())
             return
         gen = info["generation"]
-        if old and info.get("ann_generation") == gen and not rebuild:
-            return
+        if old and not rebuild:
+            since = info.get("ann_generation", 0)
+            behind = self.conn.execute("SELECT count(*) FROM images WHERE gen > ?", (since,)).fetchone()[0]
+            dead = self.conn.execute("SELECT count(*) FROM removed WHERE gen > ?", (since,)).fetchone()[0]
+            if since == gen or behind + dead <= min(ANN_DELTA, count // 20):
+                return
         index = None
         if old and not rebuild:
             try:
