@@ -25,7 +25,7 @@ from alignsam import __version__
 
 # The order `--help` lists the commands in; modules not named here follow alphabetically.
 ORDER: tuple[str, ...] = (
-    "classify", "embed", "similarity", "tag", "masks", "segment", "label-masks", "find", "search",
+    "classify", "embed", "index", "similarity", "tag", "masks", "segment", "label-masks", "find", "search",
     "train", "eval", "finetune-sam", "synth", "export", "serve",
 )  # fmt: skip
 

@@ -25,7 +25,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="ROOT",
         help="also accept image paths on the server, only for files under these folders",
     )
-    p.add_argument("--index", metavar="DIR", help="an embedding folder (alignsam embed --out DIR) for /search")
+    p.add_argument(
+        "--index",
+        metavar="DIR",
+        help="an index folder (alignsam index DIR) or an embedding folder (alignsam embed --out DIR) for /search",
+    )
     p.add_argument("--cors", nargs="+", default=[], metavar="ORIGIN", help="allow browser pages of these origins")
     p.add_argument("--max-body-mb", type=float, default=64, help="largest request in MB (default 64)")
     p.add_argument("--timeout", type=float, default=300, help="longest request in seconds (default 300)")

@@ -24,7 +24,8 @@ class ServeConfig:
         device: "cpu", "cuda", ...
         batch_size: images per ALIGN forward pass outside the request batcher (tools, crops).
         allow_paths: root folders under which image paths on the server may be read (empty: none).
-        index: an embedding folder (`alignsam embed --out DIR`) that `/search` searches; None: no search.
+        index: an index folder (`alignsam index DIR`) or an embedding folder (`alignsam embed --out DIR`) that
+            `/search` searches; None: no search.
         token: the bearer token every endpoint but `/health` requires; None: no authentication.
         cors: origins allowed to call the service from a browser page served elsewhere; empty: none.
         max_body: the largest request body in bytes (413 above it).

@@ -238,6 +238,14 @@ class SearchRequest(Strict):
     text_weight: float = Field(1.0, ge=-100, le=100)
     image_weight: float = Field(1.0, ge=-100, le=100)
     k: int = Field(12, ge=1, le=1000)
+    where: str | None = Field(
+        None, max_length=4000,
+        description="A metadata filter of an index folder, e.g. \"width >= 512 AND path LIKE '%/beach/%'\" "
+        "(docs/index.md).",
+    )  # fmt: skip
+    dedupe: float | None = Field(
+        None, gt=0, le=1, description="Drop results whose cosine with a better one is at least this (index folders)."
+    )
 
 
 class Hit(Loose):

@@ -536,7 +536,9 @@ class Service:
     async def asearch(self, req: s.SearchRequest) -> dict[str, Any]:
         index = self.index
         if index is None:
-            raise UnavailableError("This server has no search index; start it with --index DIR (an embedding folder).")
+            raise UnavailableError(
+                "This server has no search index; start it with --index DIR (an index folder or an embedding folder)."
+            )
         if req.image is not None and req.image_id is not None:
             raise InputError("Give 'image' or 'image_id', not both.")
         parts: list[Awaitable[torch.Tensor]] = []
@@ -563,7 +565,7 @@ class Service:
         if float(query.norm()) < 1e-6:
             raise InputError("The query cancels out to nothing (weights of opposite signs on equal parts).")
         query = torch.nn.functional.normalize(query, dim=0)[None]
-        hits = (await self._in(self.decode_pool, index.search, query, req.k))[0]
+        hits = (await self._in(self.decode_pool, index.search, query, req.k, req.where, req.dedupe))[0]
         for hit in hits:
             hit["thumbnail"] = f"/thumbnail?path={quote(hit['path'], safe='')}"
         described = {"text": req.text, "image": req.image_id or ("upload" if req.image else None),

@@ -8,7 +8,10 @@ An embedding folder holds, for each kind present:
     texts.parquet    id (row), text
     embeddings.json  the model, the dimension, counts, and the files that could not be read
 
-This is the clip-retrieval layout in small: numpy for vectors, parquet for metadata, one row each.
+This is the clip-retrieval layout in small: numpy for vectors, parquet for metadata, one row each. The files
+are committed as one unit (`write_embeddings`: a journal, then the renames), so a killed write never leaves
+new vectors beside an old path table. `alignsam embed` keeps the batches it finished in a hidden index
+(`.embed-progress/`, `alignsam.index`), so that a killed run, run again, embeds only what was left.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ def check_output_folder(out_dir: str | os.PathLike[str], overwrite: bool = False
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"The output '{out}' exists and is not a folder; name a folder to write the embeddings into.")
+    if out.is_dir():
+        recover_embeddings(out)
     held = [name for name in EMBEDDING_FILES if (out / name).exists()]
     if held and not overwrite:
         raise InputError(
@@ -60,32 +65,64 @@ def export_embeddings(
 
     A folder that already holds embeddings is refused unless `overwrite`; then the new files replace the old
     ones, and those of a kind not embedded this time are removed, so that the folder and its
-    `embeddings.json` agree. Nothing in the folder changes until every input is embedded, and each file is
-    written under a temporary name and renamed, so an interrupted run leaves the old embeddings whole.
+    `embeddings.json` agree. Nothing in the folder changes until every input is embedded, and the files are
+    committed as one unit (`write_embeddings`), so an interrupted run leaves the old embeddings whole.
     Other files in the folder are left alone."""
-    pa = require("pyarrow", "data", "Writing embedding tables")
-    pq = require("pyarrow.parquet", "data", "Writing embedding tables")
-
     if not images and not texts:
         raise InputError("Nothing to embed: pass images, texts, or both.")
     out = check_output_folder(out_dir, overwrite)
-    summary: dict[str, Any] = {"model": model_name, "dim": encoder.model.config.projection_dim, "normalized": True}
-    tables: dict[str, Any] = {}  # file name -> pyarrow table
-    vectors: dict[str, np.ndarray] = {}
+    image_part = None
     if images:
         done = encoder.encode_images(images, on_error=on_error)
         names = input_names(images)
-        vectors["images.npy"] = done.embeds.numpy().astype(np.float32)
-        tables["images.parquet"] = pa.table(
-            {"id": list(range(len(done.indices))), "path": [names[i] for i in done.indices]}
+        image_part = (
+            done.embeds.numpy().astype(np.float32),
+            [names[i] for i in done.indices],
+            [{"image": names[i], "error": msg} for i, msg in done.errors],
         )
-        summary["images"] = {"count": len(done.indices), "vectors": str(out / "images.npy")}
-        summary["errors"] = [{"image": names[i], "error": msg} for i, msg in done.errors]
-    if texts:
-        vectors["texts.npy"] = encoder.encode_texts(list(texts)).numpy().astype(np.float32)
-        tables["texts.parquet"] = pa.table({"id": list(range(len(texts))), "text": list(texts)})
-        summary["texts"] = {"count": len(texts), "vectors": str(out / "texts.npy")}
+    text_vectors = encoder.encode_texts(list(texts)).numpy().astype(np.float32) if texts else None
+    dim = encoder.model.config.projection_dim
+    return write_embeddings(out, dim, model_name, images=image_part, texts=(text_vectors, list(texts)))
+
+
+COMMIT_JOURNAL = ".embed-commit.json"
+
+
+def write_embeddings(
+    out: Path,
+    dim: int,
+    model_name: str,
+    *,
+    images: tuple[np.ndarray, list[str], list[dict[str, str]]] | None = None,
+    texts: tuple[np.ndarray | None, list[str]] = (None, []),
+) -> dict[str, Any]:
+    """Write an embedding folder as one unit: every file under a temporary name (synced), then a journal
+    naming the files to install and those to remove, then the renames, then the journal goes. A process
+    killed before the journal leaves the old folder; after it, whoever opens the folder next
+    (`recover_embeddings`) finishes the renames, so vectors never stand beside an older path table.
+
+    images: (vectors `N x D`, path per row, errors); texts: (vectors `M x D` or None, the texts)."""
+    pa = require("pyarrow", "data", "Writing embedding tables")
+    pq = require("pyarrow.parquet", "data", "Writing embedding tables")
+
+    summary: dict[str, Any] = {"model": model_name, "dim": dim, "normalized": True}
+    tables: dict[str, Any] = {}  # file name -> pyarrow table
+    vectors: dict[str, np.ndarray] = {}
+    if images is not None:
+        image_vectors, paths, errors = images
+        vectors["images.npy"] = image_vectors
+        # names that are not UTF-8 are kept as their bytes' escapes: parquet strings must be UTF-8
+        shown = [p.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace") for p in paths]
+        tables["images.parquet"] = pa.table({"id": list(range(len(paths))), "path": shown})
+        summary["images"] = {"count": len(paths), "vectors": str(out / "images.npy")}
+        summary["errors"] = errors
+    text_vectors, text_list = texts
+    if text_vectors is not None:
+        vectors["texts.npy"] = text_vectors
+        tables["texts.parquet"] = pa.table({"id": list(range(len(text_list))), "text": text_list})
+        summary["texts"] = {"count": len(text_list), "vectors": str(out / "texts.npy")}
     out.mkdir(parents=True, exist_ok=True)
+    recover_embeddings(out)
     partial = {name: out / f".{name}.partial" for name in EMBEDDING_FILES}
     written = [*vectors, *tables, "embeddings.json"]
     try:
@@ -94,16 +131,51 @@ def export_embeddings(
                 np.save(f, array)
         for name, table in tables.items():
             pq.write_table(table, partial[name])
-        partial["embeddings.json"].write_text(json.dumps(summary, indent=2) + "\n")
+        partial["embeddings.json"].write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
         for name in written:
-            os.replace(partial[name], out / name)
+            _fsync(partial[name])
+        journal = {"install": written, "remove": [name for name in EMBEDDING_FILES if name not in written]}
+        tmp = out / f"{COMMIT_JOURNAL}.partial"
+        tmp.write_text(json.dumps(journal))
+        _fsync(tmp)
+        os.replace(tmp, out / COMMIT_JOURNAL)  # the commit point
+        _fsync(out)
+        recover_embeddings(out)
     finally:
-        for path in partial.values():
-            path.unlink(missing_ok=True)
-    for name in EMBEDDING_FILES:
-        if name not in written:  # a kind not embedded this time: its old files would contradict the summary
-            (out / name).unlink(missing_ok=True)
+        if not (out / COMMIT_JOURNAL).exists():
+            for path in partial.values():
+                path.unlink(missing_ok=True)
     return summary
+
+
+def recover_embeddings(out: Path) -> None:
+    """Finish a commit that a killed `write_embeddings` started (its journal names what to install and
+    remove); without a journal, drop the temporary files of a write that never reached its commit."""
+    journal = out / COMMIT_JOURNAL
+    if not journal.is_file():
+        return
+    try:
+        plan = json.loads(journal.read_text())
+        for name in plan["install"]:
+            if name in EMBEDDING_FILES and (out / f".{name}.partial").exists():
+                os.replace(out / f".{name}.partial", out / name)
+        for name in plan["remove"]:
+            if name in EMBEDDING_FILES:
+                (out / name).unlink(missing_ok=True)
+        _fsync(out)
+        journal.unlink()
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise InputError(
+            f"'{out}' holds an embedding write that could not be finished ({err}); embed the folder again."
+        ) from err
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def load_image_index(index_dir: str | os.PathLike[str]) -> tuple[torch.Tensor, list[str]]:
@@ -113,6 +185,8 @@ def load_image_index(index_dir: str | os.PathLike[str]) -> tuple[torch.Tensor, l
     pq = require("pyarrow.parquet", "data", "Reading embedding tables")
 
     root = Path(index_dir)
+    if root.is_dir():
+        recover_embeddings(root)
     if not (root / "images.npy").is_file() or not (root / "images.parquet").is_file():
         raise InputError(f"'{root}' is not an image embedding folder (run `alignsam embed --out {root}` first).")
     with open(root / "images.npy", "rb") as f:

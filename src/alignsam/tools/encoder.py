@@ -189,11 +189,7 @@ class Encoder:
             total = len(images)
 
         def forward(pixels: torch.Tensor) -> torch.Tensor:
-            pixels = pixels.to(self.device, self.dtype)
-            if self.fast.align.channels_last:
-                pixels = pixels.contiguous(memory_format=torch.channels_last)
-            with self.fast.autocast(self.device):
-                return self.towers.encode_image(pixels, normalize=normalize).float().cpu()
+            return self.encode_pixels(pixels, normalize=normalize)
 
         with self._bar(total, "images") as bar:
             done = run_batches(
@@ -202,6 +198,16 @@ class Encoder:
             )  # fmt: skip
         embeds = torch.cat(done.rows) if done.rows else torch.empty(0, self.model.config.projection_dim)
         return ImageEmbeddings(embeds, done.indices, done.errors)
+
+    def encode_pixels(self, pixels: torch.Tensor, *, normalize: bool = True) -> torch.Tensor:
+        """`B x D` float32 embeddings (on the CPU) of preprocessed pixels `B x 3 x H x W` (what the image
+        processor's `preprocess` gives, stacked), for callers that decode images themselves."""
+        with torch.inference_mode():
+            pixels = pixels.to(self.device, self.dtype)
+            if self.fast.align.channels_last:
+                pixels = pixels.contiguous(memory_format=torch.channels_last)
+            with self.fast.autocast(self.device):
+                return self.towers.encode_image(pixels, normalize=normalize).float().cpu()
 
     def _bar(self, total: int | None, unit: str) -> Any:
         return progress_bar(total, unit, self.progress)
