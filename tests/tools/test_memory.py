@@ -44,7 +44,7 @@ def _peak_of(command: list[str], limit_gb: float) -> tuple[int, int, str]:
         import numpy as np
         from alignsam.cli import main
         from alignsam.io.images import BYTES_PER_PIXEL, DEFAULT_MAX_PIXELS, IMAGE_MEMORY
-from alignsam.sam import SamModel
+        from alignsam.sam import SamModel
         SamModel.from_pretrained("demo")  # the libraries and the model, before the image
         main(["masks", "--sam-model", "demo", "-q", "-o", sys.argv[1] + ".small.json", sys.argv[2]])
         base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
