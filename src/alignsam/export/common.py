@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from alignsam.errors import AlignSamError, OutputError
-from alignsam.io.files import ensure_output_folder, read_json_object
+from alignsam.io.files import ensure_output_folder, read_json_object, write_text_atomic
 
 Exporter = Literal["dynamo", "torchscript"]
 EXPORTERS: tuple[Exporter, ...] = ("dynamo", "torchscript")
@@ -324,7 +324,7 @@ class Staging:
 
 
 def write_json(path: Path, data: Mapping[str, Any]) -> None:
-    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 def merged_description(folder: Path, model_name: str, entry: dict[str, Any]) -> dict[str, Any]:

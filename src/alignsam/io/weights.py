@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from alignsam.errors import CheckpointError
+from alignsam.io.files import write_atomic
 
 M = TypeVar("M", bound=nn.Module)
 StateDict = dict[str, torch.Tensor]
@@ -184,11 +185,12 @@ def load_weights_into(
 def save_safetensors(
     state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike[str], metadata: dict[str, str] | None = None
 ) -> None:
-    """Write tensors as safetensors (contiguous copies, shared storage untied)."""
+    """Write tensors as safetensors (contiguous copies, shared storage untied), atomically (`write_atomic`):
+    a full disk or a kill leaves any earlier weights file whole."""
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
-    save_file(tensors, os.fspath(path), metadata=metadata or {"format": "pt"})
+    write_atomic(path, lambda partial: save_file(tensors, os.fspath(partial), metadata=metadata or {"format": "pt"}))
 
 
 def _few(items: list[str], n: int = 8) -> str:
