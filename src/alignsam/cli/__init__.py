@@ -83,7 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"alignsam {args.command}: error: {err}", file=sys.stderr)
         return err.exit_code
     except OSError as err:  # a read or write outside the atomic writers failed: a full disk, a folder removed
-        print(f"alignsam {args.command}: error: {os_error_line(err)}", file=sys.stderr)
+        where = getattr(args, "out", None) or getattr(args, "output", None)
+        print(f"alignsam {args.command}: error: {os_error_line(err, where)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"alignsam {args.command}: interrupted", file=sys.stderr)
@@ -114,12 +115,13 @@ class _TerminateAsInterrupt:
         raise KeyboardInterrupt
 
 
-def os_error_line(err: OSError) -> str:
-    """An OSError as one line a user reads: the file it names and the system's reason."""
+def os_error_line(err: OSError, output: str | None = None) -> str:
+    """An OSError as one line a user reads: the file it names (a full disk's write may name none: then the
+    command's `output`, the file or folder it was writing) and the system's reason."""
     from alignsam.io.files import write_failure
 
-    if err.filename is not None and err.errno in (errno.ENOSPC, errno.EDQUOT):
-        return write_failure(err.filename, err)
+    if err.errno in (errno.ENOSPC, errno.EDQUOT) and (err.filename or output):
+        return write_failure(str(err.filename or output), err)
     where = f": '{err.filename}'" if err.filename is not None else ""
     return f"{err.strerror or err}{where}"
 

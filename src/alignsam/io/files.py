@@ -107,13 +107,20 @@ def write_failure(path: str | os.PathLike[str], err: BaseException) -> str:
     """One line naming why `path` could not be written. A full disk (ENOSPC, a quota, or a writer such as
     torch.save that reports only "write failed" while its disk has under 1 MiB left) is said the same way
     everywhere: "No space left on device writing 'PATH'."."""
-    if (isinstance(err, OSError) and err.errno in _FULL) or _disk_full(Path(path).parent):
+    if disk_full(path, err):
         return f"No space left on device writing '{path}'."
     reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
     return f"Cannot write '{path}': {reason}"
 
 
-def _disk_full(folder: Path) -> bool:
+def disk_full(path: str | os.PathLike[str], err: BaseException) -> bool:
+    """Whether `err`, raised writing `path`, means its disk is full (see `write_failure`)."""
+    return (isinstance(err, OSError) and err.errno in _FULL) or _low_space(Path(path).parent)
+
+
+def _low_space(folder: Path) -> bool:
+    while not folder.exists() and folder != folder.parent:  # a folder the failed write did not get to make
+        folder = folder.parent
     try:
         stat = os.statvfs(folder)
     except (OSError, AttributeError):  # no statvfs on Windows

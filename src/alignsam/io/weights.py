@@ -190,7 +190,14 @@ def save_safetensors(
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
-    write_atomic(path, lambda partial: save_file(tensors, os.fspath(partial), metadata=metadata or {"format": "pt"}))
+
+    def write(partial: Path) -> None:
+        try:
+            save_file(tensors, os.fspath(partial), metadata=metadata or {"format": "pt"})
+        except Exception as err:  # safetensors' own SafetensorError, for I/O failures (a full disk) too
+            raise OSError(str(err)) from err
+
+    write_atomic(path, write)
 
 
 def _few(items: list[str], n: int = 8) -> str:
