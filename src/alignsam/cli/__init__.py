@@ -62,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import os
 
     from alignsam.errors import AlignSamError
-    from alignsam.io.files import check_output_file, ensure_output_folder
+    from alignsam.io.files import check_output_file, clean_partials, ensure_output_folder
 
     # OpenMP threads that spin while they wait take the cores from whoever has work when they are shared;
     # passive waits leave them. Read when torch starts OpenMP, so set before any command imports torch.
@@ -74,7 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with warnings.catch_warnings(), terminated:
             warnings.showwarning = _warning_line(args.command)
             if getattr(args, "output", None):  # a bad --output or --overlay-dir fails now, not after the work
-                check_output_file(args.output)
+                output = check_output_file(args.output)
+                clean_partials(output.parent, output.name)  # what a killed run of it was writing
             if getattr(args, "overlay_dir", None):
                 ensure_output_folder(args.overlay_dir)
             code = int(args.run(args) or 0)

@@ -128,15 +128,15 @@ def _low_space(folder: Path) -> bool:
     return stat.f_bavail * stat.f_frsize < _LOW_SPACE
 
 
-def clean_partials(folder: str | os.PathLike[str]) -> list[Path]:
+def clean_partials(folder: str | os.PathLike[str], name: str | None = None) -> list[Path]:
     """Remove the temporary files `write_atomic` left in `folder` (not below it) when a run was killed
-    before it could rename or remove them; returns those removed. Only files named as it names them
-    (`.NAME.XXXX.partial`) are touched."""
+    before it could rename or remove them, only those of the file `name` if given; returns those removed.
+    Only files named as it names them (`.NAME.XXXX.partial`) are touched."""
     removed: list[Path] = []
     where = Path(folder)
     if not where.is_dir():
         return removed
-    for leftover in where.glob(f".*{PARTIAL_SUFFIX}"):
+    for leftover in where.glob(f".{name or ''}*{PARTIAL_SUFFIX}"):
         if leftover.is_file():
             leftover.unlink(missing_ok=True)
             removed.append(leftover)

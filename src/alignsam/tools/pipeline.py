@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from alignsam.errors import AlignSamError, OutputError
-from alignsam.io.files import ensure_output_folder
+from alignsam.io.files import clean_partials, ensure_output_folder
 from alignsam.io.images import load_image_array, save_image
 from alignsam.tools.masks import Mask, overlay, sa1b
 
@@ -47,11 +47,14 @@ def for_each_image(
     full disk) loses nothing: the image's record is kept without it and the failure is listed in
     `failed_writes`, which the commands turn into a non-zero exit. Ctrl-C stops the run and keeps what was
     done (`interrupted`). Overlays are named after the image (`x.jpg` -> `x.png`),
-    made unique within the run (`a/x.jpg` and `b/x.png` give `x.png` and `x-2.png`).
+    made unique within the run (`a/x.jpg` and `b/x.png` give `x.png` and `x-2.png`). The temporary files a
+    killed run left in `overlay_dir` are removed first.
     """
     from tqdm.auto import tqdm
 
     folder = None if overlay_dir is None else ensure_output_folder(overlay_dir)
+    if folder is not None:
+        clean_partials(folder)  # what a killed run was writing
     taken: set[str] = set()
     run = ImageRun([], [])
     try:
