@@ -87,7 +87,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for damaged or foreign files
-        raise CheckpointError(f"'{path}' is not a readable training checkpoint: {err}") from err
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0].split(". ")[0]  # torch's first sentence
+        raise CheckpointError(f"'{path}' is not a readable training checkpoint: {reason}.") from err
     if not isinstance(data, dict) or data.get("version") != VERSION:
         raise CheckpointError(f"'{path}' is not an alignsam training checkpoint (version {VERSION}).")
     return data
