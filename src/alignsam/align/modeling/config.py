@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from alignsam.errors import ConfigError
-from alignsam.io.files import write_text_atomic
 from alignsam.layers.activations import known_activation
 from alignsam.validation import check_numbers
 
@@ -57,7 +56,7 @@ class _JsonConfig:
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
         path = Path(directory) / "config.json"
-        write_text_atomic(path, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
         return path
 
     def replace(self: C, **changes: Any) -> C:

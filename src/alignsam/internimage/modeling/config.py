@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from alignsam.errors import ConfigError
-from alignsam.io.files import write_text_atomic
 from alignsam.validation import check_numbers, require
 
 DropPathType = Literal["linear", "uniform"]
@@ -227,7 +226,7 @@ class InternImageConfig:
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         out = Path(path)
-        write_text_atomic(out, self.to_json())
+        out.write_text(self.to_json())
         return out
 
     def replace(self, **changes: Any) -> InternImageConfig:
