@@ -55,6 +55,8 @@ def check_output_file(path: str | os.PathLike[str]) -> Path:
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
+        if disk_full(out, err):
+            raise OutputError(write_failure(out, err)) from err
         raise OutputError(f"Cannot create the folder for the output '{out}': {err}") from err
     if not os.access(out.parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
         raise OutputError(f"The output '{out}' is not writable.")
@@ -69,6 +71,8 @@ def ensure_output_folder(path: str | os.PathLike[str]) -> Path:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
+        if disk_full(out, err):
+            raise OutputError(write_failure(out, err)) from err
         raise OutputError(f"Cannot create the output folder '{out}': {err}") from err
     return out
 
