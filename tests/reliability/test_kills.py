@@ -24,7 +24,7 @@ from tests.reliability.conftest import alignsam_process, image_array
 from tests.train.align.conftest import tiny_config
 from tests.train.sam.conftest import small_config
 
-STEPS = 30
+STEPS = 20
 
 
 def finetune_argv(data_root: Path, out: Path, steps: int = STEPS) -> list[str]:
