@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from alignsam.io.files import read_json_object, write_settings
+from alignsam.io.files import read_json_object, write_settings, write_text_atomic
 from alignsam.io.hub import CacheDir
 from alignsam.io.resolve import ModelSource, Ref, resolve_model
 from alignsam.io.weights import build_on_meta, load_state_dict, load_weights_into, save_safetensors
@@ -88,7 +88,7 @@ def write_pretrained(
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     config = {"architectures": [architecture], **config}
-    (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    write_text_atomic(out / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
     save_safetensors(state_dict, out / "model.safetensors")
     write_settings(out, recommended or {})
     return out

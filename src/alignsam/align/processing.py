@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from alignsam.errors import CheckpointError, InputError
-from alignsam.io.files import read_json_object
+from alignsam.io.files import read_json_object, write_atomic, write_text_atomic
 from alignsam.io.hub import CacheDir
 from alignsam.io.images import ImageInput, load_image
 from alignsam.io.resolve import ModelSource, Ref, resolve_model
@@ -273,9 +273,9 @@ class AlignTokenizer:
         """Write `tokenizer.json`, `vocab.txt` and `tokenizer_config.json`."""
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
-        self._tokenizer.save(str(out / "tokenizer.json"))
+        write_atomic(out / "tokenizer.json", lambda partial: self._tokenizer.save(str(partial)))
         vocab = sorted(self._tokenizer.get_vocab().items(), key=lambda kv: kv[1])
-        (out / "vocab.txt").write_text("".join(t + "\n" for t, _ in vocab), encoding="utf-8")
+        write_text_atomic(out / "vocab.txt", "".join(t + "\n" for t, _ in vocab))
         config = {
             "tokenizer_class": "BertTokenizer",
             "do_lower_case": self.do_lower_case,
@@ -286,7 +286,7 @@ class AlignTokenizer:
             "sep_token": "[SEP]",
             "mask_token": "[MASK]",
         }
-        (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
+        write_text_atomic(out / "tokenizer_config.json", json.dumps(config, indent=2) + "\n")
 
     def _engine(self, max_length: int | None) -> Any:
         """The tokenizer, or a private copy that truncates to `max_length` (the original stays untouched)."""
@@ -386,7 +386,7 @@ class AlignProcessor:
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         config = {**self.image_processor.to_dict(), "processor_class": "AlignProcessor"}
-        (out / "preprocessor_config.json").write_text(json.dumps(config, indent=2) + "\n")
+        write_text_atomic(out / "preprocessor_config.json", json.dumps(config, indent=2) + "\n")
         if self.tokenizer is not None:
             self.tokenizer.save_pretrained(out)
 

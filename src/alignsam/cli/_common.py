@@ -220,18 +220,36 @@ def emit(args: argparse.Namespace, result: dict[str, Any]) -> None:
 
 
 def finish(
-    args: argparse.Namespace, result: dict[str, Any], done: int, errors: list[Any], what: str, interrupted: bool = False
+    args: argparse.Namespace,
+    result: dict[str, Any],
+    done: int,
+    errors: list[Any],
+    what: str,
+    interrupted: bool = False,
+    failed_writes: list[dict[str, str]] | None = None,
 ) -> int:
     """Emit the result, report skipped inputs on stderr, and choose the exit code: 1 when nothing could be
-    done (every input failed), 130 when Ctrl-C ended the run (the result holds what was done), else 0."""
+    done (every input failed) or when some output file could not be written (`failed_writes`, listed in the
+    result: a full disk never loses results silently), 130 when Ctrl-C ended the run (the result holds what
+    was done), else 0."""
     if interrupted:
         result["interrupted"] = True
+    if failed_writes:
+        result["failed_writes"] = failed_writes
     emit(args, result)
     if interrupted:
         print(f"alignsam {args.command}: interrupted; the result holds the {done} {what} done.", file=sys.stderr)
         return 130
     if errors:
         note(args, f"skipped {len(errors)} of {done + len(errors)} {what} that could not be read (see 'errors').")
+    if failed_writes:
+        first = failed_writes[0]["error"]
+        print(
+            f"alignsam {args.command}: error: {len(failed_writes)} output file(s) could not be written ({first}); "
+            "the results are in the JSON (see 'failed_writes').",
+            file=sys.stderr,
+        )
+        return 1
     if done == 0 and errors:
         print(f"alignsam {args.command}: error: none of the {what} could be read.", file=sys.stderr)
         return 1

@@ -78,4 +78,6 @@ def run(args: argparse.Namespace) -> int:
     if unmatched:
         c.note(args, f"nothing matched the query in {len(unmatched)} of {len(records)} images: {unmatched[:5]}")
     out = {"query": described, "images": records, "errors": errors, "num_images": len(records)}
-    return c.finish(args, out, len(records), errors, "images", interrupted=run.interrupted)
+    return c.finish(
+        args, out, len(records), errors, "images", interrupted=run.interrupted, failed_writes=run.failed_writes
+    )

@@ -91,4 +91,6 @@ def run(args: argparse.Namespace) -> int:
     records, errors = run.records, run.errors
     out = {"images": records, "errors": errors, "num_images": len(records), "vocabulary_size": len(vocab)}
     out["ignored_files"] = found.ignored
-    return c.finish(args, out, len(records), errors, "images", interrupted=run.interrupted)
+    return c.finish(
+        args, out, len(records), errors, "images", interrupted=run.interrupted, failed_writes=run.failed_writes
+    )

@@ -40,4 +40,6 @@ def run(args: argparse.Namespace) -> int:
     records, errors = run.records, run.errors
     out = {"images": records, "errors": errors, "num_images": len(records), "ignored_files": found.ignored}
     out["num_masks"] = sum(len(r["annotations"]) for r in records)
-    return c.finish(args, out, len(records), errors, "images", interrupted=run.interrupted)
+    return c.finish(
+        args, out, len(records), errors, "images", interrupted=run.interrupted, failed_writes=run.failed_writes
+    )

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from alignsam.errors import AlignSamError, OutputError
-from alignsam.io.files import ensure_output_folder, read_json_object
+from alignsam.io.files import disk_full, ensure_output_folder, read_json_object, write_failure, write_text_atomic
 
 Exporter = Literal["dynamo", "torchscript"]
 EXPORTERS: tuple[Exporter, ...] = ("dynamo", "torchscript")
@@ -229,6 +229,8 @@ def export_graph(
         except AlignSamError:
             raise
         except Exception as err:  # the exporters' own errors are long and many-typed; keep their first line
+            if disk_full(path, err):
+                raise OutputError(write_failure(path, err)) from err
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise ExportError(f"The {exporter} exporter failed: {first}") from err
     import onnx
@@ -298,7 +300,7 @@ class Staging:
         try:
             self.root = Path(tempfile.mkdtemp(dir=self.folder, prefix=".alignsam-export-"))
         except OSError as err:
-            raise OutputError(f"Cannot write into '{self.folder}': {err}") from err
+            raise OutputError(write_failure(self.folder, err)) from err
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -324,7 +326,7 @@ class Staging:
 
 
 def write_json(path: Path, data: Mapping[str, Any]) -> None:
-    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 def merged_description(folder: Path, model_name: str, entry: dict[str, Any]) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from alignsam.errors import CheckpointError, ConfigError
 from alignsam.internimage.convert import Layout, describe, infer_config, matching_preset, to_internimage
 from alignsam.internimage.modeling.config import INTERNIMAGE_PRESETS, InternImageConfig
 from alignsam.io.checkpoints import CONFIG_NAME, WEIGHT_FILES, build_and_load, config_beside, folder_config
+from alignsam.io.files import write_text_atomic
 from alignsam.io.resolve import ModelSource
 from alignsam.io.weights import load_state_dict, save_safetensors
 
@@ -85,7 +86,7 @@ def save(
     payload = config_json(config)
     if labels is not None:
         payload["id2label"] = {str(i): str(name) for i, name in enumerate(labels)}
-    (out / CONFIG_NAME).write_text(json.dumps(payload, indent=2) + "\n")
+    write_text_atomic(out / CONFIG_NAME, json.dumps(payload, indent=2) + "\n")
     save_safetensors(model.state_dict(), out / WEIGHTS_NAME, metadata={"format": "pt", "model_type": MODEL_TYPE})
     return out
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -57,6 +58,8 @@ def check_output_file(path: str | os.PathLike[str], *, create_parent: bool = Tru
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
+        if disk_full(out, err):
+            raise OutputError(write_failure(out, err)) from err
         raise OutputError(f"Cannot create the folder for the output '{out}': {err}") from err
     if not os.access(out.parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
         raise OutputError(f"The output '{out}' is not writable.")
@@ -74,6 +77,8 @@ def ensure_output_folder(path: str | os.PathLike[str], *, create_parents: bool =
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
+        if disk_full(out, err):
+            raise OutputError(write_failure(out, err)) from err
         raise OutputError(f"Cannot create the output folder '{out}': {err}") from err
     return out
 
@@ -98,12 +103,14 @@ def write_atomic(path: str | os.PathLike[str], write: Callable[[Path], object]) 
     temporary file sits beside `path` under a hidden, unique name (concurrent writers do not collide) and
     is removed on failure. The file ends with the mode a plain `open` would give it: an existing file's
     mode, else 0666 less the umask (the temporary file is created 0600). An `OutputError` naming `path` if
-    it cannot be written (OSError, ValueError)."""
+    it cannot be written (OSError, ValueError, and the RuntimeError torch.save raises when its writer fails),
+    one line: a full disk reads "No space left on device writing 'PATH'." (`write_failure`)."""
     out = check_output_file(path)
-    fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial")
-    os.close(fd)
-    partial = Path(name)
+    partial: Path | None = None
     try:
+        fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=PARTIAL_SUFFIX)
+        os.close(fd)
+        partial = Path(name)
         write(partial)
         try:
             mode = out.stat().st_mode & 0o7777
@@ -111,11 +118,59 @@ def write_atomic(path: str | os.PathLike[str], write: Callable[[Path], object]) 
             mode = 0o666 & ~umask()
         os.chmod(partial, mode)
         os.replace(partial, out)
-    except (OSError, ValueError) as err:
-        raise OutputError(f"Cannot write '{out}': {err}") from err
+    except (OSError, ValueError, RuntimeError) as err:
+        raise OutputError(write_failure(out, err)) from err
     finally:
-        partial.unlink(missing_ok=True)
+        if partial is not None:
+            partial.unlink(missing_ok=True)
     return out
+
+
+PARTIAL_SUFFIX = ".partial"
+"""The suffix of `write_atomic`'s temporary files (`.NAME.XXXX.partial`): what a kill -9 can leave behind."""
+
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_LOW_SPACE = 1 << 20  # bytes: a writer that failed with less than this free on its disk ran out of space
+
+
+def write_failure(path: str | os.PathLike[str], err: BaseException) -> str:
+    """One line naming why `path` could not be written. A full disk (ENOSPC, a quota, or a writer such as
+    torch.save that reports only "write failed" while its disk has under 1 MiB left) is said the same way
+    everywhere: "No space left on device writing 'PATH'."."""
+    if disk_full(path, err):
+        return f"No space left on device writing '{path}'."
+    reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+    return f"Cannot write '{path}': {reason}"
+
+
+def disk_full(path: str | os.PathLike[str], err: BaseException) -> bool:
+    """Whether `err`, raised writing `path`, means its disk is full (see `write_failure`)."""
+    return (isinstance(err, OSError) and err.errno in _FULL) or _low_space(Path(path).parent)
+
+
+def _low_space(folder: Path) -> bool:
+    while not folder.exists() and folder != folder.parent:  # a folder the failed write did not get to make
+        folder = folder.parent
+    try:
+        stat = os.statvfs(folder)
+    except (OSError, AttributeError):  # no statvfs on Windows
+        return False
+    return stat.f_bavail * stat.f_frsize < _LOW_SPACE
+
+
+def clean_partials(folder: str | os.PathLike[str], name: str | None = None) -> list[Path]:
+    """Remove the temporary files `write_atomic` left in `folder` (not below it) when a run was killed
+    before it could rename or remove them, only those of the file `name` if given; returns those removed.
+    Only files named as it names them (`.NAME.XXXX.partial`) are touched."""
+    removed: list[Path] = []
+    where = Path(folder)
+    if not where.is_dir():
+        return removed
+    for leftover in where.glob(f".{name or ''}*{PARTIAL_SUFFIX}"):
+        if leftover.is_file():
+            leftover.unlink(missing_ok=True)
+            removed.append(leftover)
+    return removed
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:

@@ -185,12 +185,19 @@ def load_weights_into(
 def save_safetensors(
     state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike[str], metadata: dict[str, str] | None = None
 ) -> None:
-    """Write tensors as safetensors (contiguous copies, shared storage untied), through `write_atomic`: an
-    earlier file stays whole until the new one is complete, and the file gets the umask's mode."""
+    """Write tensors as safetensors (contiguous copies, shared storage untied), atomically (`write_atomic`):
+    a full disk or a kill leaves any earlier weights file whole."""
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
-    write_atomic(path, lambda partial: save_file(tensors, os.fspath(partial), metadata=metadata or {"format": "pt"}))
+
+    def write(partial: Path) -> None:
+        try:
+            save_file(tensors, os.fspath(partial), metadata=metadata or {"format": "pt"})
+        except Exception as err:  # safetensors' own SafetensorError, for I/O failures (a full disk) too
+            raise OSError(str(err)) from err
+
+    write_atomic(path, write)
 
 
 def _few(items: list[str], n: int = 8) -> str:

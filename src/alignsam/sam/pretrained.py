@@ -30,7 +30,7 @@ from torch import nn
 
 from alignsam.errors import CheckpointError, ConfigError
 from alignsam.io.checkpoints import WEIGHT_FILES, build_and_load, config_beside, folder_config
-from alignsam.io.files import write_settings
+from alignsam.io.files import write_settings, write_text_atomic
 from alignsam.io.resolve import ModelSource
 from alignsam.io.weights import load_state_dict, save_safetensors
 from alignsam.sam.convert import Layout, config_from_hf, describe, infer_config, to_alignsam
@@ -93,7 +93,7 @@ def save(
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     payload = {"model_type": MODEL_TYPE, "format_version": FORMAT_VERSION, **config.to_dict()}
-    (out / CONFIG_NAME).write_text(json.dumps(payload, indent=2) + "\n")
+    write_text_atomic(out / CONFIG_NAME, json.dumps(payload, indent=2) + "\n")
     save_safetensors(model.state_dict(), out / WEIGHTS_NAME, metadata={"format": "pt", "model_type": MODEL_TYPE})
     write_settings(out, recommended or {})
     return out

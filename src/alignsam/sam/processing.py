@@ -42,7 +42,7 @@ import torch
 from PIL import Image
 
 from alignsam.errors import ConfigError, InputError, PromptError
-from alignsam.io.files import read_json_object
+from alignsam.io.files import read_json_object, write_text_atomic
 from alignsam.io.hub import CacheDir
 from alignsam.io.images import ImageInput, load_image, load_image_array
 from alignsam.io.resolve import ModelSource, Ref, resolve_model
@@ -172,7 +172,7 @@ class SamImageProcessor:
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         payload = {**self.to_dict(), "processor_class": "SamProcessor"}
-        (out / "preprocessor_config.json").write_text(json.dumps(payload, indent=2) + "\n")
+        write_text_atomic(out / "preprocessor_config.json", json.dumps(payload, indent=2) + "\n")
         return out
 
     def __call__(

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from alignsam.errors import ConfigError
+from alignsam.io.files import write_text_atomic
 from alignsam.train.align.data.filters import FilterConfig
 from alignsam.validation import check_choice, check_numbers
 
@@ -230,7 +231,7 @@ class TrainConfig:
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
         path = Path(directory) / "train_config.json"
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        write_text_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
         return path
 
     @classmethod

@@ -211,7 +211,12 @@ class Trainer:
 
     def _resume_state(self, resume: str | None) -> dict[str, Any] | None:
         found = ckpt.resume_state(
-            self.out, resume, self.config.to_dict(), lambda d: TrainConfig.from_dict(d).to_dict(), _RESUME_INVARIANT
+            self.out,
+            resume,
+            self.config.to_dict(),
+            lambda d: TrainConfig.from_dict(d).to_dict(),
+            _RESUME_INVARIANT,
+            main=self.world.is_main,
         )
         if found is None:
             return None

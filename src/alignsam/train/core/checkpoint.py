@@ -8,12 +8,19 @@ containers:
     data (every rank's `LoaderState` dict), rng (every rank's torch CPU and CUDA generator states),
     metrics (the last logged values).
 The processor (tokenizer, image settings) is written once, to `out/processor/`, when the run starts.
+
+Faults: `--resume auto` takes the newest checkpoint that reads; newer ones that do not (a disk that filled,
+a file damaged later) are renamed `step-N.pt.unreadable` with a warning, so they are kept for a look but
+neither resumed from nor counted by `keep`. The temporary files a kill leaves (`.step-N.pt.XXXX.partial`,
+and those of `write_atomic` in the run folder) are removed when a run starts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -21,7 +28,7 @@ from typing import Any
 import torch
 
 from alignsam.errors import CheckpointError, ConfigError
-from alignsam.io.files import write_atomic
+from alignsam.io.files import clean_partials, write_atomic
 
 VERSION = 1
 _NAME = re.compile(r"^step-(\d+)\.pt$")
@@ -80,7 +87,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for damaged or foreign files
-        raise CheckpointError(f"'{path}' is not a readable training checkpoint: {err}") from err
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0].split(". ")[0]  # torch's first sentence
+        raise CheckpointError(f"'{path}' is not a readable training checkpoint: {reason}.") from err
     if not isinstance(data, dict) or data.get("version") != VERSION:
         raise CheckpointError(f"'{path}' is not an alignsam training checkpoint (version {VERSION}).")
     return data
@@ -92,20 +100,65 @@ def resume_state(
     current: dict[str, Any],
     normalise: Callable[[dict[str, Any]], dict[str, Any]],
     invariant: Iterable[str],
+    main: bool = True,
 ) -> tuple[Path, dict[str, Any]] | None:
-    """The checkpoint to resume from ("auto": the newest in `out`; a path; None: none) and its contents.
+    """The checkpoint to resume from ("auto": the newest readable one in `out`; a path; None: none) and its
+    contents. Leftovers of a killed run are removed first (`clean_leftovers`).
 
     `current` is the run's configuration as a dict, `normalise` turns a saved one into the same form
-    (`Config.from_dict(d).to_dict()`); the settings named in `invariant` must not have changed.
+    (`Config.from_dict(d).to_dict()`); the settings named in `invariant` must not have changed. With "auto",
+    a checkpoint that does not read is set aside (renamed `.unreadable`) with a warning and the next older
+    one is tried; a `CheckpointError` if there are checkpoints and none reads. Only the `main` process of a
+    distributed run removes or renames files; the others skip what does not read.
     """
+    if main:
+        clean_leftovers(out)
     if resume is None:
         return None
-    path = latest_checkpoint(out) if resume == "auto" else Path(resume)
-    if path is None:
-        return None
-    state = load_checkpoint(path)
+    if resume == "auto":
+        found = newest_readable(out, set_aside=main)
+        if found is None:
+            return None
+        path, state = found
+    else:
+        path = Path(resume)
+        state = load_checkpoint(path)
     saved = normalise(state["config"])
     changed = [k for k in invariant if saved[k] != current[k]]
     if changed:
         raise ConfigError(f"Cannot resume from '{path}': these settings differ from the checkpoint's: {changed}.")
     return path, state
+
+
+def newest_readable(out: str | os.PathLike[str], set_aside: bool = True) -> tuple[Path, dict[str, Any]] | None:
+    """The newest checkpoint of `out` that reads, and its contents; None when there are none. Unreadable
+    newer ones are renamed `NAME.unreadable` (if `set_aside`) with a warning naming them."""
+    found = list_checkpoints(out)
+    failures: list[str] = []
+    for path in reversed(found):
+        try:
+            state = load_checkpoint(path)
+        except CheckpointError as err:
+            failures.append(str(err))
+            if not set_aside:
+                continue
+            aside = path.with_name(path.name + ".unreadable")
+            with contextlib.suppress(FileNotFoundError):  # another run set it aside first
+                os.replace(path, aside)
+            warnings.warn(f"{err} Set aside as '{aside.name}'; trying the previous checkpoint.", stacklevel=2)
+            continue
+        return path, state
+    if failures:
+        raise CheckpointError(
+            f"None of the {len(found)} checkpoints in '{checkpoint_dir(out)}' is readable: {failures[-1]}"
+        )
+    return None
+
+
+def clean_leftovers(out: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporary files a killed run left in `out`, its checkpoints and its model folders."""
+    root = Path(out)
+    removed: list[Path] = []
+    for folder in (root, checkpoint_dir(root), root / "model", root / "processor"):
+        removed += clean_partials(folder)
+    return removed

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from alignsam.errors import ConfigError
+from alignsam.io.files import write_text_atomic
 from alignsam.validation import check_choice, check_numbers, require
 
 Tower = Literal["image_encoder", "prompt_encoder", "mask_decoder"]
@@ -188,7 +189,7 @@ class FinetuneConfig:
     def save(self, folder: str | os.PathLike[str]) -> Path:
         path = Path(folder) / "finetune_config.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        write_text_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
         return path
 
     @classmethod

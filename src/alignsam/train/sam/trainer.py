@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from alignsam.io.files import write_text_atomic
 from alignsam.sam.modeling.config import SamConfig
 from alignsam.sam.modeling.sam import SamModel
 from alignsam.train.core import checkpoint as ckpt
@@ -297,7 +298,7 @@ class _Run:
         }
         if config.val_data:
             summary["eval"] = self._evaluate("final")
-        (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        write_text_atomic(self.out / "summary.json", json.dumps(summary, indent=2) + "\n")
         return summary
 
     def _write_metrics(self, history: list[dict[str, float]], images_per_s: float, log: RunLog) -> dict[str, Any]:
