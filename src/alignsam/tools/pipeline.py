@@ -40,7 +40,8 @@ def for_each_image(
 
     The records of the images done carry `"overlay"`, the file written, where there is one. An image that
     cannot be read, or whose work fails (an error of ours, a failed overlay write, a PyTorch error such as
-    running out of memory on a huge image), is reported and skipped, never stopping the run; Ctrl-C stops
+    running out of memory on a huge image, a library's ValueError on an odd shape), is reported and
+    skipped, never stopping the run; Ctrl-C stops
     it and keeps what was done (`interrupted`). Overlays are named after the image (`x.jpg` -> `x.png`),
     made unique within the run (`a/x.jpg` and `b/x.png` give `x.png` and `x-2.png`).
     """
@@ -60,7 +61,8 @@ def for_each_image(
                     name = _unique(path.stem, taken)
                     save_image(overlay(image, masks, labels), folder / name)
                     record["overlay"] = str(folder / name)
-            except (AlignSamError, OSError, RuntimeError, MemoryError) as err:
+            except (AlignSamError, OSError, RuntimeError, MemoryError, ValueError) as err:
+                # ValueError: a library refusing this image's shape or content (PIL, NumPy); the others go on
                 message = str(err) if isinstance(err, AlignSamError) else f"{type(err).__name__}: {err}"
                 run.errors.append({"image": str(path), "error": message})
                 continue
