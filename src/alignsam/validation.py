@@ -63,11 +63,13 @@ def check_choice(obj: object, name: str, kind: Any) -> None:
         raise ConfigError(f"{type(obj).__name__}.{name} must be one of {allowed}, got {value!r}.")
 
 
-def check_count(value: object, name: str, low: int = 1) -> int:
-    """`value` as an int if it is a whole number >= `low` (a function argument such as `top_k`; numpy
-    integers count); an `InputError` naming `name` otherwise."""
+def check_count(value: object, name: str, low: int = 1, high: int | None = None) -> int:
+    """`value` as an int if it is a whole number in [`low`, `high`] (a function argument such as `top_k`;
+    numpy integers count); an `InputError` naming `name` otherwise."""
     if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
         raise InputError(f"{name} must be a whole number of at least {low}, got {value!r}.")
+    if high is not None and int(value) > high:
+        raise InputError(f"{name} must be a whole number of at most {high}, got {value!r}.")
     return int(value)
 
 
