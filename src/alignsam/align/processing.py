@@ -500,9 +500,14 @@ def _as_list(items: Any, what: str) -> list[Any]:
 
 def _read_vocab(path: Path) -> dict[str, int]:
     vocab: dict[str, int] = {}
-    with open(path, encoding="utf-8") as f:
-        for index, line in enumerate(f):
-            vocab[line.rstrip("\n")] = index
+    try:
+        with open(path, encoding="utf-8") as f:
+            for index, line in enumerate(f):
+                vocab[line.rstrip("\n")] = index
+    except UnicodeDecodeError as err:
+        raise CheckpointError(f"Vocabulary '{path}' is not UTF-8 text ({err.reason} at byte {err.start}).") from None
+    except OSError as err:
+        raise CheckpointError(f"Vocabulary '{path}' cannot be read: {err}") from None
     if not vocab:
         raise CheckpointError(f"Vocabulary '{path}' is empty.")
     return vocab
