@@ -70,7 +70,7 @@ def float_tuple(obj: object, name: str, value: object) -> tuple[float, ...]:
     )
     if not ok:
         raise ConfigError(f"{type(obj).__name__}.{name} must be a list of finite numbers, got {value!r:.100}.")
-    return tuple(float(v) for v in value)  # type: ignore[union-attr]
+    return tuple(float(v) for v in value)  # type: ignore[attr-defined]
 
 
 MAX_PARAMETERS = 4_000_000_000

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -266,8 +265,9 @@ def emit(args: argparse.Namespace, result: dict[str, Any]) -> None:
     """Write the JSON result to --output or stdout."""
     from alignsam.errors import OutputError
     from alignsam.io.files import write_text_atomic
+    from alignsam.io.jsontext import json_text
 
-    text = json.dumps(result, indent=2, ensure_ascii=False) + "\n"
+    text = json_text(result) + "\n"  # file names that are not UTF-8 as \udcXX escapes (round-trip)
     if not args.output:
         sys.stdout.write(text)
         return
