@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -34,6 +35,8 @@ Padding = bool | Literal["longest", "max_length", "do_not_pad"]
 TensorType = Literal["pt", "np"] | None
 
 DEFAULT_MAX_LENGTH = 64
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _convert(arrays: dict[str, np.ndarray], return_tensors: TensorType) -> BatchFeature:
@@ -483,7 +486,9 @@ def _check_texts(text: str | Sequence[str]) -> list[str]:
     bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
     if bad:
         raise InputError(f"Texts must be strings; item {bad[0]} is a {type(texts[bad[0]]).__name__}.")
-    return texts
+    # Why: a lone surrogate (a file's undecodable byte read with surrogateescape, or "\ud800" in JSON) is no
+    # character; the tokenizer refused the whole batch with a TypeError. It reads as U+FFFD, as a decoder would.
+    return [_SURROGATE.sub("\ufffd", t) if _SURROGATE.search(t) else t for t in texts]
 
 
 def _as_list(items: Any, what: str) -> list[Any]:
