@@ -148,3 +148,18 @@ def test_library_checks_numbers():
     with pytest.raises(InputError, match="list of strings"):
         check_truth({"a": [["cat"]]})
     assert parse_items(["x" * 300, "bad\x00path"])[0].terms[0].kind == "text"
+
+
+def test_encoder_checks_its_counts():
+    from alignsam import AlignModel
+    from alignsam.align import AlignProcessor
+    from alignsam.fast import PLAIN
+    from alignsam.tools import Encoder
+
+    model, processor = AlignModel.from_pretrained("demo"), AlignProcessor.from_pretrained("demo")
+    for kwargs, name in (({"workers": 100_000}, "workers"), ({"max_length": 10_000}, "max_length"),
+                         ({"max_length": 1}, "max_length"), ({"batch_size": 0}, "batch_size")):  # fmt: skip
+        with pytest.raises(InputError, match=name):
+            Encoder(model, processor, fast=PLAIN, **kwargs)
+    longest = model.config.text_config.max_position_embeddings
+    assert Encoder(model, processor, fast=PLAIN, max_length=longest).max_length == longest
