@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from . import corpus
-from .profiles import MEMORY_BYTES, TIME_S
+from .profiles import MEMORY_BYTES, TIME_S, large_only
 
 BROKEN = {"empty.png", "truncated.jpg", "header_only.png", "random.png", "random.jpg", "text.png",
           "huge_declared.png", "zero_width.png"}  # fmt: skip
@@ -96,3 +96,19 @@ def test_bad_options(folder, case):
     argv = dict(corpus.options(str(folder / "good.png"), str(folder)))[case]
     code, _, _ = run(*argv)
     assert code in (1, 2)
+
+
+@large_only
+@pytest.mark.fuzz_large
+def test_masks_over_damaged_images(tmp_path):
+    """Large tier: 200 damaged copies of the readable corpus images in one folder run."""
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    readable = [(n, d) for n, d in corpus.images() if n not in BROKEN]
+    for i in range(200):
+        name, data = readable[i % len(readable)]
+        (tmp_path / f"{i:03d}_{name}").write_bytes(corpus.mutate(data, rng))
+    code, _, _ = run("masks", str(tmp_path), "--sam-model", "demo", *AMG, "-o", str(tmp_path / "m.json"))
+    out = json.loads((tmp_path / "m.json").read_text())
+    assert code in (0, 1) and len(out["images"]) + len(out["errors"]) == 200
