@@ -56,6 +56,39 @@ def check_numbers(
             raise ConfigError(f"{type(obj).__name__}.{name} must be {what} {bounds}, got {value!r}.")
 
 
+def int_tuple(obj: object, name: str, value: object) -> tuple[int, ...]:
+    """`value` (a list from JSON) as a tuple of ints; a `ConfigError` naming `obj`'s field otherwise."""
+    if isinstance(value, list | tuple) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        return tuple(int(v) for v in value)
+    raise ConfigError(f"{type(obj).__name__}.{name} must be a list of integers, got {value!r:.100}.")
+
+
+def float_tuple(obj: object, name: str, value: object) -> tuple[float, ...]:
+    """`value` as a tuple of finite floats; a `ConfigError` naming `obj`'s field otherwise."""
+    ok = isinstance(value, list | tuple) and all(
+        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in value
+    )
+    if not ok:
+        raise ConfigError(f"{type(obj).__name__}.{name} must be a list of finite numbers, got {value!r:.100}.")
+    return tuple(float(v) for v in value)  # type: ignore[attr-defined]
+
+
+MAX_PARAMETERS = 4_000_000_000
+"""The largest model a configuration may describe (16 GB in float32): over 4x the largest published preset of
+each family (SAM vit_h 0.64 B, align-base 0.17 B, InternImage-XL 0.34 B; InternImage-G has 3 B)."""
+
+
+def check_parameters(obj: object, count: int, limit: int = MAX_PARAMETERS) -> None:
+    """Refuse a configuration by the memory it implies, before anything is built.
+
+    Why: a `config.json` declaring 10^7 layers grew past 5.8 GB while its modules were being made."""
+    if count > limit:
+        raise ConfigError(
+            f"{type(obj).__name__} describes {count / 1e9:.1f} B parameters, over the limit of {limit / 1e9:.0f} B; "
+            "is it the intended configuration?"
+        )
+
+
 def check_choice(obj: object, name: str, kind: Any) -> None:
     """Field `name` of `obj` is one of the values of the `Literal` type `kind`."""
     value, allowed = getattr(obj, name), get_args(kind)
@@ -63,11 +96,13 @@ def check_choice(obj: object, name: str, kind: Any) -> None:
         raise ConfigError(f"{type(obj).__name__}.{name} must be one of {allowed}, got {value!r}.")
 
 
-def check_count(value: object, name: str, low: int = 1) -> int:
-    """`value` as an int if it is a whole number >= `low` (a function argument such as `top_k`; numpy
-    integers count); an `InputError` naming `name` otherwise."""
+def check_count(value: object, name: str, low: int = 1, high: int | None = None) -> int:
+    """`value` as an int if it is a whole number in [`low`, `high`] (a function argument such as `top_k`;
+    numpy integers count); an `InputError` naming `name` otherwise."""
     if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
         raise InputError(f"{name} must be a whole number of at least {low}, got {value!r}.")
+    if high is not None and int(value) > high:
+        raise InputError(f"{name} must be a whole number of at most {high}, got {value!r}.")
     return int(value)
 
 

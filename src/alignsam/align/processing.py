@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -34,6 +35,8 @@ Padding = bool | Literal["longest", "max_length", "do_not_pad"]
 TensorType = Literal["pt", "np"] | None
 
 DEFAULT_MAX_LENGTH = 64
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _convert(arrays: dict[str, np.ndarray], return_tensors: TensorType) -> BatchFeature:
@@ -318,7 +321,7 @@ class AlignTokenizer:
         if max_length is not None and max_length < 2:
             raise InputError(f"max_length must be at least 2 ([CLS] and [SEP]), got {max_length}.")
         limit = (max_length or self.model_max_length) if truncation else None
-        encodings = self._engine(limit).encode_batch(texts)
+        encodings = self._encode(texts, limit)
         ids = [e.ids for e in encodings]
         types = [e.type_ids for e in encodings]
         longest = max(len(x) for x in ids)
@@ -340,7 +343,46 @@ class AlignTokenizer:
 
     def token_ids(self, texts: Sequence[str], max_length: int | None = DEFAULT_MAX_LENGTH) -> list[list[int]]:
         """Token ids of each text with [CLS] and [SEP], truncated to `max_length` (None: no truncation)."""
-        return [e.ids for e in self._engine(max_length).encode_batch(_check_texts(texts))]
+        return [e.ids for e in self._encode(_check_texts(texts), max_length)]
+
+    def _encode(self, texts: list[str], limit: int | None) -> list[Any]:
+        """Encodings of `texts`, truncated to `limit` tokens, with work bounded by `limit`, not by the text.
+
+        Why: the tokenizer holds every token and offset of a text before truncating it, so one 60 MB text
+        cost 11 GB. A text longer than a few hundred characters per wanted token is tokenised from a prefix
+        that grows until it holds `limit` tokens of complete words, which gives exactly the tokens of the
+        whole text; only a text whose first `max_text_chars(limit)` characters hold fewer tokens (megabytes
+        of whitespace or control characters) is read no further.
+        """
+        engine = self._engine(limit)
+        if limit is None:
+            return list(engine.encode_batch(texts))
+        start = _prefix_start(limit)
+        short = [i for i, t in enumerate(texts) if len(t) <= start]
+        out: list[Any] = [None] * len(texts)
+        for i, enc in zip(short, engine.encode_batch([texts[i] for i in short]), strict=True):
+            out[i] = enc
+        for i, text in enumerate(texts):
+            if out[i] is None:
+                out[i] = engine.encode(self._prefix(text, limit))
+        return out
+
+    def _prefix(self, text: str, limit: int) -> str:
+        """The shortest tried prefix of `text` whose complete words give at least `limit` tokens."""
+        size, cap = _prefix_start(limit), max_text_chars(limit)
+        while True:
+            prefix = _cut(text, size)
+            if len(prefix) >= len(text):
+                return text
+            enc = self._tokenizer.encode(prefix)
+            words = [w for w in enc.word_ids if w is not None]
+            if words:  # tokens of the last (maybe cut) word do not count
+                complete = sum(1 for w in words if w < words[-1])
+            else:  # no word boundaries known: demand a margin instead
+                complete = len(enc.ids) - 16
+            if complete >= limit or size >= cap:
+                return prefix
+            size = min(size * 4, cap)
 
     def pad(
         self, ids: Sequence[Sequence[int]], width: int, type_ids: Sequence[Sequence[int]] | None = None
@@ -422,12 +464,31 @@ class AlignProcessor:
         return self.tokenizer.batch_decode(batch, skip_special_tokens)
 
 
+def max_text_chars(limit: int) -> int:
+    """How many characters of a text tokenisation truncated to `limit` tokens reads at most."""
+    return max(1 << 20, 4096 * limit)
+
+
+def _prefix_start(limit: int) -> int:
+    return max(4096, 64 * limit)
+
+
+def _cut(text: str, size: int) -> str:
+    """`text[:size]`, moved back to just before a whitespace when one is near (a word is not cut)."""
+    if len(text) <= size:
+        return text
+    space = max(text.rfind(c, size - 256, size) for c in " \n\t")
+    return text[:space] if space > 0 else text[:size]
+
+
 def _check_texts(text: str | Sequence[str]) -> list[str]:
     texts = _as_list(text, "texts")
     bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
     if bad:
         raise InputError(f"Texts must be strings; item {bad[0]} is a {type(texts[bad[0]]).__name__}.")
-    return texts
+    # Why: a lone surrogate (a file's undecodable byte read with surrogateescape, or "\ud800" in JSON) is no
+    # character; the tokenizer refused the whole batch with a TypeError. It reads as U+FFFD, as a decoder would.
+    return [_SURROGATE.sub("\ufffd", t) if _SURROGATE.search(t) else t for t in texts]
 
 
 def _as_list(items: Any, what: str) -> list[Any]:
@@ -444,9 +505,14 @@ def _as_list(items: Any, what: str) -> list[Any]:
 
 def _read_vocab(path: Path) -> dict[str, int]:
     vocab: dict[str, int] = {}
-    with open(path, encoding="utf-8") as f:
-        for index, line in enumerate(f):
-            vocab[line.rstrip("\n")] = index
+    try:
+        with open(path, encoding="utf-8") as f:
+            for index, line in enumerate(f):
+                vocab[line.rstrip("\n")] = index
+    except UnicodeDecodeError as err:
+        raise CheckpointError(f"Vocabulary '{path}' is not UTF-8 text ({err.reason} at byte {err.start}).") from None
+    except OSError as err:
+        raise CheckpointError(f"Vocabulary '{path}' cannot be read: {err}") from None
     if not vocab:
         raise CheckpointError(f"Vocabulary '{path}' is empty.")
     return vocab

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -31,9 +31,9 @@ def add_runtime_args(p: argparse.ArgumentParser, batch_size: int = 16) -> None:
         "--batch-size", type=count(), default=batch_size, metavar="N",
         help=f"images per forward pass (default {batch_size})",
     )  # fmt: skip
-    p.add_argument("--workers", type=count(), default=2, metavar="N", help="image decoding threads (default 2)")
+    p.add_argument("--workers", type=thread_count, default=2, metavar="N", help="image decoding threads (default 2)")
     p.add_argument(
-        "--threads", type=count(), metavar="N",
+        "--threads", type=thread_count, metavar="N",
         help="CPU threads for the model (default: the cores other work leaves idle when the command starts)",
     )  # fmt: skip
     p.add_argument(
@@ -97,11 +97,12 @@ def add_amg_args(p: argparse.ArgumentParser) -> None:
     defaults = AmgConfig()
     for name, help_text in _AMG_HELP.items():
         default = getattr(defaults, name)
-        kind = int if isinstance(default, int) else float
+        whole = isinstance(default, int)
         flag = "--" + name.replace("_", "-")
         g.add_argument(
-            flag, type=kind, default=None, metavar="N" if kind is int else "T", help=f"{help_text} ({default:g})"
-        )
+            flag, type=int if whole else real(), default=None, metavar="N" if whole else "T",
+            help=f"{help_text} ({default:g})",
+        )  # fmt: skip
 
 
 def amg_options(args: argparse.Namespace, model: Any) -> Any:
@@ -124,23 +125,58 @@ def sam_model(args: argparse.Namespace) -> Any:
     return SamModel.from_pretrained(args.sam_model, device=device(args))
 
 
-def count(low: int = 1) -> Any:
-    """argparse type for a whole number >= `low` (a usage error at once, before any model loads)."""
+def count(low: int = 1, high: int | None = None) -> Any:
+    """argparse type for a whole number in [`low`, `high`] (a usage error at once, before any model loads)."""
 
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value}")
+        if value < low or (high is not None and value > high):
+            bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
+            raise argparse.ArgumentTypeError(f"expected an integer {bounds}, got {value}")
         return value
 
     return parse
 
 
+def max_threads() -> int:
+    """The most threads an option may ask for: 4 per core, at most 1024.
+
+    Why: `--threads 100000` made PyTorch's thread pool crash the process (exit 139)."""
+    return min(1024, 4 * (os.cpu_count() or 1))
+
+
+def thread_count(text: str) -> int:
+    """argparse type for a thread count: 1 to `max_threads()`."""
+    return int(count(1, max_threads())(text))
+
+
+def real(low: float | None = None, high: float | None = None) -> Any:
+    """argparse type for a finite number in [`low`, `high`] (`nan`, `inf` and overflowing text refused)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = f">= {low}" if high is None else f"<= {high}" if low is None else f"in [{low}, {high}]"
+            raise argparse.ArgumentTypeError(f"expected a number {bounds}, got {text!r}")
+        return value
+
+    return parse
+
+
+COORDINATE_LIMIT = 1e9
+"""Coordinates beyond this many pixels are refused (the largest image the guard admits is far smaller)."""
+
+
 def numbers(kind: str, count: tuple[int, ...]) -> Any:
-    """argparse type for comma-separated numbers, e.g. a point `x,y[,label]` or a box `x0,y0,x1,y1`."""
+    """argparse type for comma-separated finite numbers, e.g. a point `x,y[,label]` or a box `x0,y0,x1,y1`."""
 
     def parse(text: str) -> tuple[float, ...]:
         try:
@@ -149,9 +185,25 @@ def numbers(kind: str, count: tuple[int, ...]) -> Any:
             raise argparse.ArgumentTypeError(f"{kind} must be comma-separated numbers, got '{text}'") from None
         if len(values) not in count:
             raise argparse.ArgumentTypeError(f"{kind} needs {' or '.join(map(str, count))} numbers, got '{text}'")
+        if not all(math.isfinite(v) and abs(v) <= COORDINATE_LIMIT for v in values):
+            raise argparse.ArgumentTypeError(
+                f"{kind} must be finite numbers of at most {COORDINATE_LIMIT:g} in size, got '{text}'"
+            )
         return values
 
     return parse
+
+
+def templates(text: str) -> str:
+    """argparse type for `--templates`: a set name or a template with one `{}` (checked before any model)."""
+    from alignsam.errors import InputError
+    from alignsam.tools.templates import resolve_templates
+
+    try:
+        resolve_templates(text)
+    except InputError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
 
 
 def device(args: argparse.Namespace) -> str:
@@ -164,6 +216,12 @@ def device(args: argparse.Namespace) -> str:
         return "cuda" if torch.cuda.is_available() else "cpu"
     if choice.startswith("cuda") and not torch.cuda.is_available():
         raise InputError(f"--device {choice}: no CUDA device is available; use --device cpu.")
+    try:
+        torch.empty(0, device=choice)
+    except (RuntimeError, ValueError, AssertionError):  # unknown names, absent devices, bad indices
+        raise InputError(
+            f"--device {choice}: not a device name PyTorch knows, or not present here; use cpu, cuda or cuda:N."
+        ) from None
     return str(choice)
 
 
@@ -207,8 +265,9 @@ def emit(args: argparse.Namespace, result: dict[str, Any]) -> None:
     """Write the JSON result to --output or stdout."""
     from alignsam.errors import OutputError
     from alignsam.io.files import write_text_atomic
+    from alignsam.io.jsontext import json_text
 
-    text = json.dumps(result, indent=2, ensure_ascii=False) + "\n"
+    text = json_text(result) + "\n"  # file names that are not UTF-8 as \udcXX escapes (round-trip)
     if not args.output:
         sys.stdout.write(text)
         return

@@ -31,6 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     labels.add_argument("--labels-file", metavar="FILE", help="a text file with one label per line (zero-shot)")
     p.add_argument(
         "--templates",
+        type=c.templates,
         help="zero-shot prompt template set: photo (default), none, pipeline, simple (7), imagenet (80 "
         "phrasings, averaged), or one template with {} such as 'a satellite image of {}'",
     )

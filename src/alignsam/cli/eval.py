@@ -37,7 +37,12 @@ def add_parser(subparsers: Any) -> None:
 
     p = tasks.add_parser("zeroshot", parents=[common], help="zero-shot top-1/top-5 on a folder-per-class data set")
     p.add_argument("folder", help="one sub-folder of images per class")
-    p.add_argument("--templates", default="photo", help="template set (photo, simple, imagenet, ...) or '{}' text")
+    p.add_argument(
+        "--templates",
+        type=c.templates,
+        default="photo",
+        help="template set (photo, simple, imagenet, ...) or '{}' text",
+    )
     p.add_argument("--class-names", help="file with one class name per line (default: folder names / classes.txt)")
 
     p = tasks.add_parser("retrieval", parents=[common], help="image<->text R@1/5/10 on a captions file")
@@ -50,7 +55,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--per-class", type=count(), default=10, help="images per shape x colour class (default 10)")
     p.add_argument("--num", type=count(), default=1000, help="multi-object retrieval scenes (default 1000)")
     p.add_argument("--seed", type=int, help="scene seed (default: the held-out seed)")
-    p.add_argument("--templates", default="photo", help="template set or '{}' text (default photo)")
+    p.add_argument("--templates", type=c.templates, default="photo", help="template set or '{}' text (default photo)")
     parser.set_defaults(run=run)
 
 

@@ -28,10 +28,12 @@ def add_crop_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--context",
-        type=float,
+        type=c.real(1.0, 100.0),
         help="crop side as a multiple of the mask's box (default: the model's regions.json, else 1.2)",
     )
-    p.add_argument("--templates", default="photo", help="prompt template set or template (see classify)")
+    p.add_argument(
+        "--templates", type=c.templates, default="photo", help="prompt template set or template (see classify)"
+    )
 
 
 def vocabulary(args: argparse.Namespace) -> list[str] | None:

@@ -16,7 +16,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "(or ALIGNSAM_TOKEN) requires a bearer token. Runs until interrupted.",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    p.add_argument("--port", type=c.count(0, 65535), default=8000, help="port (default 8000; 0 picks a free one)")
     p.add_argument("--token", help="require 'Authorization: Bearer TOKEN' (default: $ALIGNSAM_TOKEN, else none)")
     p.add_argument(
         "--allow-paths",
@@ -31,18 +31,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="an index folder (alignsam index DIR) or an embedding folder (alignsam embed --out DIR) for /search",
     )
     p.add_argument("--cors", nargs="+", default=[], metavar="ORIGIN", help="allow browser pages of these origins")
-    p.add_argument("--max-body-mb", type=float, default=64, help="largest request in MB (default 64)")
-    p.add_argument("--timeout", type=float, default=300, help="longest request in seconds (default 300)")
-    p.add_argument("--cache-mb", type=float, default=1024, help="memory for SAM image embeddings (default 1024)")
-    p.add_argument("--sessions-mb", type=float, default=1024, help="memory for image sessions (default 1024)")
+    p.add_argument("--max-body-mb", type=c.real(), default=64, help="largest request in MB (default 64)")
+    p.add_argument("--timeout", type=c.real(), default=300, help="longest request in seconds (default 300)")
+    p.add_argument("--cache-mb", type=c.real(), default=1024, help="memory for SAM image embeddings (default 1024)")
+    p.add_argument("--sessions-mb", type=c.real(), default=1024, help="memory for image sessions (default 1024)")
     p.add_argument("--align-batch", type=c.count(), default=32, metavar="N", help="ALIGN request batch (32)")
-    p.add_argument("--align-wait-ms", type=float, default=10, help="ALIGN batch wait after its first item (10)")
+    p.add_argument("--align-wait-ms", type=c.real(), default=10, help="ALIGN batch wait after its first item (10)")
     p.add_argument("--sam-batch", type=c.count(), default=8, metavar="N", help="SAM decoder batch (8)")
-    p.add_argument("--sam-wait-ms", type=float, default=0, help="SAM batch wait (0: what is queued)")
+    p.add_argument("--sam-wait-ms", type=c.real(), default=0, help="SAM batch wait (0: what is queued)")
     p.add_argument(
         "--prompt-threads", type=c.count(), default=1, metavar="N", help="threads of SAM's prompt decoder (1)"
     )
-    p.add_argument("--text-cache-mb", type=float, default=256, help="memory for text embeddings (0: off)")
+    p.add_argument("--text-cache-mb", type=c.real(), default=256, help="memory for text embeddings (0: off)")
     p.add_argument(
         "--log-level", default="warning", choices=["debug", "info", "warning", "error"],
         help="what the server logs on stderr (default warning)",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from alignsam.cli import _common as c
 from alignsam.cli._common import count
 
 
@@ -48,9 +49,9 @@ def _scene_options() -> argparse.ArgumentParser:
     g.add_argument(
         "--backgrounds", metavar="NAMES", type=_names, help="comma-separated background kinds (default: all five)"
     )
-    g.add_argument("--max-rotation", metavar="DEG", type=float, help="degrees (default 30)")
+    g.add_argument("--max-rotation", metavar="DEG", type=c.real(), help="degrees (default 30)")
     g.add_argument(
-        "--max-occlusion", metavar="SHARE", type=float, help="largest hidden share of an object (default 0.25)"
+        "--max-occlusion", metavar="SHARE", type=c.real(), help="largest hidden share of an object (default 0.25)"
     )
     g.add_argument("--colour-jitter", metavar="LEVELS", type=int, help="RGB jitter of object colours (default 12)")
     g.add_argument("--supersample", metavar="S", type=int, help="anti-aliasing factor 1..4; 1 = hard edges (default 2)")

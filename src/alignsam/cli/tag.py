@@ -27,10 +27,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="use only these groups of the built-in vocabulary, comma-separated (see --list-groups)",
     )
     p.add_argument("--list-groups", action="store_true", help="print the built-in vocabulary's groups and exit")
-    p.add_argument("--threshold", type=float, default=3.0, metavar="Z", help="minimum z-score (default 3.0)")
+    p.add_argument("--threshold", type=c.real(), default=3.0, metavar="Z", help="minimum z-score (default 3.0)")
     p.add_argument("--max-tags", type=c.count(), default=10, metavar="N", help="at most N tags per image (default 10)")
     p.add_argument("--min-tags", type=c.count(0), default=1, metavar="N", help="at least N tags per image (default 1)")
-    p.add_argument("--templates", default="photo", help="prompt template set or template (see classify)")
+    p.add_argument(
+        "--templates", type=c.templates, default="photo", help="prompt template set or template (see classify)"
+    )
     p.add_argument(
         "--tune",
         metavar="TRUTH.json",

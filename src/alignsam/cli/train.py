@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from alignsam.cli import _common as c
+
 
 def _rule(text: str) -> str:
     from alignsam.errors import ConfigError
@@ -49,19 +51,19 @@ def add_parser(subparsers: Any) -> None:
     )  # fmt: skip
     g.add_argument("--image-key", help="table column with image paths (default image)")
     g.add_argument("--caption-key", help="table column with captions (default caption)")
-    g.add_argument("--workers", type=int, help="DataLoader workers per process (default 2)")
+    g.add_argument("--workers", type=c.count(0, c.max_threads()), help="DataLoader workers per process (default 2)")
     g.add_argument("--shuffle-buffer", type=int, help="samples in the shard shuffle buffer (default 2000)")
     g.add_argument("--max-length", type=int, help="caption tokens (default 64)")
     g.add_argument("--no-hflip", dest="hflip", action="store_const", const=False, help="no random horizontal flips")
-    g.add_argument("--grayscale", type=float, help="share of training images turned grey (default 0)")
+    g.add_argument("--grayscale", type=c.real(), help="share of training images turned grey (default 0)")
     g.add_argument("--vocab-captions", type=int, help="captions read to train a vocabulary (default 100000)")
 
     f = p.add_argument_group("filters (thresholds inclusive; see docs/training.md)")
     f.add_argument("--filters", dest="filter_preset", choices=("none", "align", "coyo"), help="start from a preset")
-    f.add_argument("--min-clip-similarity", type=float, help="clip_similarity_vitb32 >= X")
-    f.add_argument("--max-watermark", type=float, help="watermark_score <= X")
-    f.add_argument("--min-aesthetic", type=float, help="aesthetic_score_laion_v2 >= X")
-    f.add_argument("--max-nsfw", type=float, help="nsfw_score_opennsfw2 <= X")
+    f.add_argument("--min-clip-similarity", type=c.real(), help="clip_similarity_vitb32 >= X")
+    f.add_argument("--max-watermark", type=c.real(), help="watermark_score <= X")
+    f.add_argument("--min-aesthetic", type=c.real(), help="aesthetic_score_laion_v2 >= X")
+    f.add_argument("--max-nsfw", type=c.real(), help="nsfw_score_opennsfw2 <= X")
     f.add_argument("--max-faces", type=int, help="num_faces <= N")
     f.add_argument("--filter", dest="rules", type=_rule, action="append", help="'column OP number' (repeatable)")
     f.add_argument("--min-text-length", type=int, help="caption characters >= N")
@@ -70,7 +72,7 @@ def add_parser(subparsers: Any) -> None:
     f.add_argument("--max-words", type=int, help="caption words <= N (ALIGN: 20)")
     f.add_argument("--max-caption-repeats", type=int, help="drop captions shared by more than N samples (ALIGN: 10)")
     f.add_argument("--min-image-side", type=int, help="shorter image side >= N pixels")
-    f.add_argument("--max-aspect-ratio", type=float, help="longer / shorter side <= X")
+    f.add_argument("--max-aspect-ratio", type=c.real(), help="longer / shorter side <= X")
 
     m = p.add_argument_group("model")
     m.add_argument("--init", help="pretrained ALIGN to fine-tune: hub id, folder or 'demo' (default: from scratch)")
@@ -96,17 +98,17 @@ def add_parser(subparsers: Any) -> None:
 
     o = p.add_argument_group("optimisation")
     o.add_argument("--opt", dest="optimizer", choices=("lamb", "adamw"), help="optimiser (default lamb)")
-    o.add_argument("--lr", type=float, help="peak learning rate (default 1e-3)")
-    o.add_argument("--wd", dest="weight_decay", type=float, help="weight decay (default 1e-5)")
-    o.add_argument("--beta1", type=float, help="first-moment decay of LAMB / AdamW (default 0.9)")
-    o.add_argument("--beta2", type=float, help="second-moment decay of LAMB / AdamW (default 0.999)")
-    o.add_argument("--eps", type=float, help="the optimiser's epsilon (default 1e-6)")
+    o.add_argument("--lr", type=c.real(), help="peak learning rate (default 1e-3)")
+    o.add_argument("--wd", dest="weight_decay", type=c.real(), help="weight decay (default 1e-5)")
+    o.add_argument("--beta1", type=c.real(), help="first-moment decay of LAMB / AdamW (default 0.9)")
+    o.add_argument("--beta2", type=c.real(), help="second-moment decay of LAMB / AdamW (default 0.999)")
+    o.add_argument("--eps", type=c.real(), help="the optimiser's epsilon (default 1e-6)")
     o.add_argument("--warmup", dest="warmup_steps", type=int, help="linear warm-up steps (default 0)")
     o.add_argument("--schedule", choices=("linear", "cosine", "constant"), help="decay after warm-up (default linear)")
-    o.add_argument("--final-lr", type=float, help="learning rate at the last step (default 0)")
-    o.add_argument("--grad-clip", type=float, help="clip the gradient norm (default off)")
-    o.add_argument("--min-temperature", type=float, help="lower bound of the temperature (default 0.01)")
-    o.add_argument("--max-temperature", type=float, help="upper bound of the temperature (default none)")
+    o.add_argument("--final-lr", type=c.real(), help="learning rate at the last step (default 0)")
+    o.add_argument("--grad-clip", type=c.real(), help="clip the gradient norm (default off)")
+    o.add_argument("--min-temperature", type=c.real(), help="lower bound of the temperature (default 0.01)")
+    o.add_argument("--max-temperature", type=c.real(), help="upper bound of the temperature (default none)")
 
     r = p.add_argument_group("run")
     r.add_argument("--steps", type=int, help="optimiser steps (default 1000)")
@@ -117,7 +119,7 @@ def add_parser(subparsers: Any) -> None:
         "--no-channels-last", dest="channels_last", action="store_const", const=False, help="NCHW image tower"
     )
     r.add_argument("--local-loss", action="store_const", const=True, help="B x G logits per process instead of G x G")
-    r.add_argument("--label-smoothing", type=float, help="default 0.1")
+    r.add_argument("--label-smoothing", type=c.real(), help="default 0.1")
     r.add_argument("--loss-reduction", choices=("sum", "mean"), help="add (paper) or average the two directions")
     r.add_argument("--seed", type=int, help="initialisation, dropout and data order (default 0)")
     r.add_argument("--save-every", type=int, help="steps between checkpoints (default: only at the end)")
@@ -127,8 +129,8 @@ def add_parser(subparsers: Any) -> None:
         "--tensorboard", action="store_const", const=True, help="write TensorBoard scalars to OUT/tensorboard"
     )
     r.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where to train (default auto: cuda if available)")
-    r.add_argument("--threads", type=int, help="CPU threads per process")
-    r.add_argument("--max-seconds", type=float, help="stop (with a checkpoint) after this much training time")
+    r.add_argument("--threads", type=c.thread_count, help="CPU threads per process")
+    r.add_argument("--max-seconds", type=c.real(), help="stop (with a checkpoint) after this much training time")
     r.add_argument("--recalibrate-bn", type=int, help="at the end, batch-norm statistics from N batches (precise BN)")
     r.add_argument(
         "-q", "--quiet", "--no-progress", dest="progress", action="store_const", const=False, help="no progress bar"

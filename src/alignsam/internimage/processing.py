@@ -72,7 +72,15 @@ class InternImageProcessor:
         short, long = (w, h) if w <= h else (h, w)
         new_long = int(size * long / short)
         new_w, new_h = (size, new_long) if w <= h else (new_long, size)
-        if (new_w, new_h) != (w, h):
+        if new_long * size > RESIZE_PIXELS:
+            # Why: a 1 x 20000 image would be resized to 224 x 4.5 million (3 GB) to keep its middle 224
+            # columns; resize only the part the crop keeps (PIL's box: the same sample positions, though
+            # PIL's edge handling differs by a few levels, so ordinary aspect ratios keep the exact path).
+            top, left = round((new_h - size) / 2.0), round((new_w - size) / 2.0)
+            sx, sy = w / new_w, h / new_h
+            box = (left * sx, top * sy, (left + size) * sx, (top + size) * sy)
+            pil = pil.resize((size, size), resample=self.resample, box=box)
+        elif (new_w, new_h) != (w, h):
             pil = pil.resize((new_w, new_h), resample=self.resample)
         arr = _center_crop(np.asarray(pil), size)
         x = arr.astype(np.float32) / np.float32(255)
@@ -85,6 +93,11 @@ class InternImageProcessor:
         if not batch:
             raise InputError("No images given.")
         return torch.from_numpy(np.stack([self.preprocess(im) for im in batch]))
+
+
+RESIZE_PIXELS = 1 << 26
+"""Above this many pixels in the resized image (aspect ratios beyond ~1300:1 at 224), only the centre crop is
+resized."""
 
 
 def _center_crop(arr: np.ndarray, size: int) -> np.ndarray:

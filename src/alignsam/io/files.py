@@ -22,6 +22,8 @@ def read_json_object(path: str | os.PathLike[str], error: type[AlignSamError] = 
             data = json.load(f)
     except (OSError, ValueError) as err:
         raise error(f"'{path}' is not readable JSON: {err}") from err
+    except RecursionError:  # nesting deeper than Python's stack (a hostile or broken file)
+        raise error(f"'{path}' is not readable JSON: nested too deeply.") from None
     if not isinstance(data, dict):
         raise error(f"'{path}' does not hold a JSON object.")
     return data

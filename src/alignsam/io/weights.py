@@ -136,6 +136,15 @@ def _as_state_dict(obj: object, path: Path) -> StateDict:
     return {str(k): v for k, v in obj.items()}
 
 
+def _kind(dtype: torch.dtype) -> str:
+    """'float', 'complex', 'bool' or 'int': tensors of one kind may be cast to another dtype of that kind."""
+    if dtype.is_floating_point:
+        return "float"
+    if dtype.is_complex:
+        return "complex"
+    return "bool" if dtype == torch.bool else "int"
+
+
 def load_weights_into(
     model: nn.Module,
     state_dict: Mapping[str, torch.Tensor],
@@ -166,6 +175,15 @@ def load_weights_into(
         problems.append(f"{len(unexpected)} unexpected: {_few(unexpected)}")
     if wrong_shape:
         problems.append(f"{len(wrong_shape)} of the wrong shape: {_few(wrong_shape)}")
+    # Why: integer weights where the model holds floats (an int32 checkpoint) failed inside PyTorch's
+    # load_state_dict with a multi-line RuntimeError.
+    wrong_kind = [
+        f"{k} {str(given[k].dtype).removeprefix('torch.')} (model {str(expected[k].dtype).removeprefix('torch.')})"
+        for k in sorted(set(given) & set(expected))
+        if _kind(given[k].dtype) != _kind(expected[k].dtype)
+    ]
+    if wrong_kind:
+        problems.append(f"{len(wrong_kind)} of the wrong kind of number: {_few(wrong_kind)}")
     if problems:
         raise CheckpointError(f"The {source} does not fit the model; keys " + "; ".join(problems) + ".")
 

@@ -22,5 +22,6 @@ def get_activation(name: str) -> nn.Module:
         raise ValueError(f"unknown activation {name!r}; known: {sorted(_ACTIVATIONS)}") from None
 
 
-def known_activation(name: str) -> bool:
-    return name.lower() in _ACTIVATIONS
+def known_activation(name: object) -> bool:
+    """Whether `name` is an activation's name (False for anything that is not a string, as a config may hold)."""
+    return isinstance(name, str) and name.lower() in _ACTIVATIONS

@@ -58,6 +58,17 @@ AMG_FILE = "amg.json"
 """The file beside a model's weights that recommends automatic-mask settings (the demo SAM has one)."""
 
 
+_COUNT_BOUNDS: dict[str, tuple[int, int | None]] = {
+    "points_per_side": (1, 512),  # 262,144 prompts per crop; the official presets use 32 to 64
+    "points_per_batch": (1, 1024),  # each point's 3 masks are held at the crop's size while filtered
+    "crop_n_layers": (0, 4),  # 341 crops in all
+    "crop_n_points_downscale_factor": (1, 64),
+    "min_mask_region_area": (0, None),
+}
+"""Whole-number settings of `AmgConfig` and their bounds: the upper ones keep a typo (`--points-per-batch
+100000`) from asking for more memory than any machine has, far above any published setting."""
+
+
 @dataclasses.dataclass(frozen=True)
 class AmgConfig:
     """The automatic mask generator's parameters, with the official defaults (tuned for vit_h).
@@ -95,17 +106,16 @@ class AmgConfig:
     output_mode: OutputMode = "binary_mask"
 
     def __post_init__(self) -> None:
-        counts = {
-            "points_per_batch": 1, "crop_n_layers": 0, "crop_n_points_downscale_factor": 1, "min_mask_region_area": 0
-        }  # fmt: skip
-        for name, low in counts.items():
-            object.__setattr__(self, name, check_count(getattr(self, name), name, low))
+        for name, (low, high) in _COUNT_BOUNDS.items():
+            if name != "points_per_side":
+                object.__setattr__(self, name, check_count(getattr(self, name), name, low, high))
         for name in ("pred_iou_thresh", "stability_score_thresh", "stability_score_offset"):
             object.__setattr__(self, name, check_number(getattr(self, name), name))
         for name in ("box_nms_thresh", "crop_nms_thresh", "crop_overlap_ratio"):
             object.__setattr__(self, name, check_number(getattr(self, name), name, 0, 1))
         if self.points_per_side is not None:
-            object.__setattr__(self, "points_per_side", check_count(self.points_per_side, "points_per_side"))
+            low, high = _COUNT_BOUNDS["points_per_side"]
+            object.__setattr__(self, "points_per_side", check_count(self.points_per_side, "points_per_side", low, high))
             if int(self.points_per_side / self.crop_n_points_downscale_factor**self.crop_n_layers) < 1:
                 raise InputError(
                     f"points_per_side {self.points_per_side} leaves no points in crop layer {self.crop_n_layers} "

@@ -21,10 +21,13 @@ class ResizeLongestSide:
 
     @staticmethod
     def get_preprocess_shape(oldh: int, oldw: int, long_side_length: int) -> tuple[int, int]:
-        """`(H, W)` after scaling the longest side to `long_side_length` (rounded half up)."""
+        """`(H, W)` after scaling the longest side to `long_side_length` (rounded half up, at least 1).
+
+        Why at least 1: a 1 x 20000 image scales its short side to 0.05 px, which rounds to an empty image.
+        """
         scale = long_side_length * 1.0 / max(oldh, oldw)
         newh, neww = oldh * scale, oldw * scale
-        return int(newh + 0.5), int(neww + 0.5)
+        return max(1, int(newh + 0.5)), max(1, int(neww + 0.5))
 
     def target_size(self, original_size: tuple[int, int]) -> tuple[int, int]:
         return self.get_preprocess_shape(original_size[0], original_size[1], self.target_length)

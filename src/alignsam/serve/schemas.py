@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 ImageRef = Annotated[
     str,
@@ -21,8 +21,23 @@ ImageRef = Annotated[
     ),
 ]
 Text = Annotated[str, Field(min_length=1, max_length=10_000)]
+
+
+def _check_templates(value: str | list[str]) -> str | list[str]:
+    """A bad template is the request's mistake, named before any work (a set name or one `{}` each)."""
+    from alignsam.errors import InputError
+    from alignsam.tools.templates import resolve_templates
+
+    try:
+        resolve_templates(value)
+    except InputError as err:
+        raise ValueError(str(err)) from None
+    return value
+
+
 Templates = Annotated[
     str | list[Text],
+    AfterValidator(_check_templates),
     Field(description="A template set (`photo`, `none`, `pipeline`, `simple`, `imagenet`) or templates with `{}`."),
 ]
 Point = Annotated[

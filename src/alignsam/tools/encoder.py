@@ -47,6 +47,10 @@ def input_names(images: Sequence[ImageInput]) -> list[str]:
     return [os.fspath(im) if isinstance(im, str | os.PathLike) else f"#{i}" for i, im in enumerate(images)]
 
 
+MAX_WORKERS = 1024
+"""Image-decoding threads an Encoder may start (a typo of 100000 would start that many threads)."""
+
+
 class Encoder:
     """Embeds images and texts with one ALIGN model, in batches.
 
@@ -98,9 +102,12 @@ class Encoder:
             self.model = self.towers = prepare_align(model, self.fast)
         self.processor = processor
         self.batch_size = batch_size
-        self.workers = check_count(workers, "workers")
+        self.workers = check_count(workers, "workers", 1, MAX_WORKERS)
         self.progress = progress
-        self.max_length = max_length
+        positions = getattr(
+            getattr(getattr(model, "config", None), "text_config", None), "max_position_embeddings", None
+        )
+        self.max_length = check_count(max_length, "max_length", 2, positions if isinstance(positions, int) else None)
         regions = model.recommended.get("regions.json", {})
         self.crop_defaults: dict[str, Any] = {k: v for k, v in regions.items() if k in ("context", "background")}
         tags = model.recommended.get("vocabulary.json", {}).get("tags")

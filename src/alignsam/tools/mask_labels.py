@@ -47,6 +47,11 @@ MASK_GROUPS = (
 GRAY = 128
 
 
+MAX_CONTEXT = 100.0
+"""The widest crop around a mask, as a multiple of its box (a crop is capped in pixels anyway; beyond this
+the mask is a speck in a crop of background)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class CropStyle:
     """How a mask becomes the image ALIGN sees."""
@@ -57,8 +62,10 @@ class CropStyle:
     def __post_init__(self) -> None:
         if not isinstance(self.context, int | float) or isinstance(self.context, bool):
             raise InputError(f"context must be a number, got {self.context!r}.")
-        if self.context < 1.0:
-            raise InputError(f"context must be at least 1.0 (the box itself), got {self.context}.")
+        if not 1.0 <= self.context <= MAX_CONTEXT:  # NaN fails too
+            raise InputError(
+                f"context must be a finite number from 1.0 (the box itself) to {MAX_CONTEXT:g}, got {self.context}."
+            )
         if self.background not in ("gray", "blur", "keep"):
             raise InputError(f"background must be gray, blur or keep, not {self.background!r}.")
 

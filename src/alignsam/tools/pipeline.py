@@ -43,10 +43,10 @@ def for_each_image(
 
     The records of the images done carry `"overlay"`, the file written, where there is one. An image that
     cannot be read, or whose work fails (an error of ours, a PyTorch error such as running out of memory on
-    a huge image), is reported and skipped, never stopping the run. An overlay that cannot be written (a
-    full disk) loses nothing: the image's record is kept without it and the failure is listed in
-    `failed_writes`, which the commands turn into a non-zero exit. Ctrl-C stops the run and keeps what was
-    done (`interrupted`). Overlays are named after the image (`x.jpg` -> `x.png`),
+    a huge image, a library's ValueError on an odd shape), is reported and skipped, never stopping the run.
+    An overlay that cannot be written (a full disk) loses nothing: the image's record is kept without it and
+    the failure is listed in `failed_writes`, which the commands turn into a non-zero exit. Ctrl-C stops the
+    run and keeps what was done (`interrupted`). Overlays are named after the image (`x.jpg` -> `x.png`),
     made unique within the run (`a/x.jpg` and `b/x.png` give `x.png` and `x-2.png`). The temporary files a
     killed run left in `overlay_dir` are removed first.
     """
@@ -72,7 +72,8 @@ def for_each_image(
                         record["overlay"] = str(folder / name)
                     except OutputError as err:  # the masks are done: keep them, report the file
                         run.failed_writes.append({"image": str(path), "file": str(folder / name), "error": str(err)})
-            except (AlignSamError, OSError, RuntimeError, MemoryError) as err:
+            except (AlignSamError, OSError, RuntimeError, MemoryError, ValueError) as err:
+                # ValueError: a library refusing this image's shape or content (PIL, NumPy); the others go on
                 message = str(err) if isinstance(err, AlignSamError) else f"{type(err).__name__}: {err}"
                 run.errors.append({"image": str(path), "error": message})
                 continue

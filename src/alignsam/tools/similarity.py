@@ -19,7 +19,6 @@ import dataclasses
 import os
 import re
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -71,7 +70,7 @@ def parse_items(specs: Sequence[str], *, texts_only: bool = False) -> list[Item]
         parts = _SPLIT.split(spec)
         if len(parts) == 1:
             kind, value = _kind(spec, texts_only)
-            if kind == "image" and Path(value).is_dir():
+            if kind == "image" and _is_dir(value):
                 items.extend(Item.image(p) for p in list_images([value]).files)
             else:
                 items.append(Item(spec, (Term(1.0, kind, value),)))
@@ -86,7 +85,7 @@ def parse_items(specs: Sequence[str], *, texts_only: bool = False) -> list[Item]
             if m:
                 weight, body = float(m[1]), m[2]
             kind, value = _kind(body.strip(), texts_only)
-            if kind == "image" and Path(value).is_dir():
+            if kind == "image" and _is_dir(value):
                 raise InputError(f"A folder cannot be part of a composed query: {spec!r}.")
             terms.append(Term(sign * weight, kind, value))
         items.append(Item(spec, tuple(terms)))
@@ -104,10 +103,28 @@ def _kind(body: str, texts_only: bool = False) -> tuple[Kind, str]:
         return "text", body
     if body.startswith("image:"):
         path = body[6:]
-        if not Path(path).exists():
-            raise InputError(f"Image '{path}' does not exist.")
+        if not _exists(path):
+            raise InputError(f"Image '{path:.300}' does not exist.")
         return "image", path
-    return ("image", body) if Path(body).exists() else ("text", body)
+    return ("image", body) if _exists(body) else ("text", body)
+
+
+def _exists(path: str) -> bool:
+    """Whether `path` names a file or folder; False for a text that cannot be a path at all.
+
+    Why: `Path.exists` raises for a 256-byte text (`File name too long`) or one holding a NUL, and such a
+    text is a text."""
+    try:
+        return os.path.exists(path)
+    except (OSError, ValueError):
+        return False
+
+
+def _is_dir(path: str) -> bool:
+    try:
+        return os.path.isdir(path)
+    except (OSError, ValueError):
+        return False
 
 
 @dataclasses.dataclass

@@ -24,6 +24,7 @@ from alignsam.io.images import ImageInput
 from alignsam.tools.cache import cached_classifier
 from alignsam.tools.encoder import Encoder, OnError, input_names
 from alignsam.tools.vocabulary import model_tags
+from alignsam.validation import check_count, check_number
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,8 +37,30 @@ class TagPolicy:
     min_tags: int = 1
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "threshold", check_number(self.threshold, "threshold"))
+        object.__setattr__(self, "max_tags", check_count(self.max_tags, "max_tags"))
+        object.__setattr__(self, "min_tags", check_count(self.min_tags, "min_tags", 0))
         if self.max_tags < 1 or self.min_tags < 0 or self.min_tags > self.max_tags:
             raise InputError(f"Need 0 <= min_tags <= max_tags and max_tags >= 1, got {self.min_tags}, {self.max_tags}.")
+
+
+def check_truth(truth: object) -> dict[str, list[str]]:
+    """`{image path: [true tags]}` as read from a tuning file, or an `InputError` naming the bad entry.
+
+    Why: a hand-written JSON file can nest lists (`{"a.jpg": [["cat"]]}`) or give one string for a list,
+    which failed deep inside as an unhashable-type TypeError or was read letter by letter."""
+    if not isinstance(truth, Mapping):
+        raise InputError(f"The true tags must be an object {{image path: [tags]}}, not {type(truth).__name__}.")
+    if not truth:
+        raise InputError("No labelled images to tune on.")
+    out: dict[str, list[str]] = {}
+    for path, tags in truth.items():
+        if not isinstance(path, str) or not path:
+            raise InputError(f"An image path must be a non-empty string, got {path!r:.100}.")
+        if not isinstance(tags, list | tuple) or not all(isinstance(t, str) for t in tags):
+            raise InputError(f"The true tags of '{path:.200}' must be a list of strings, got {tags!r:.100}.")
+        out[path] = list(tags)
+    return out
 
 
 def zscores(cosine: torch.Tensor) -> torch.Tensor:
@@ -101,8 +124,8 @@ def tune_threshold(
     truth: image path -> its true tags (each must be in `vocab`; None: the vocabulary `tag` would use).
     """
     vocab = model_tags(encoder.vocabulary) if vocab is None else vocab
-    if not truth:
-        raise InputError("No labelled images to tune on.")
+    truth = check_truth(truth)
+    grid = [check_number(t, "threshold") for t in thresholds] if thresholds else None
     index = {t: j for j, t in enumerate(vocab)}
     missing = sorted({t for tags in truth.values() for t in tags if t not in index})
     if missing:
@@ -115,7 +138,7 @@ def tune_threshold(
     for row, path in enumerate(paths):
         target[row, [index[t] for t in truth[path]]] = True
     rank = z.argsort(1, descending=True).argsort(1)  # rank of each tag within its image
-    grid = thresholds or [round(0.25 * k, 2) for k in range(4, 33)]  # 1.0 .. 8.0
+    grid = grid or [round(0.25 * k, 2) for k in range(4, 33)]  # 1.0 .. 8.0
     curve = []
     for thr in grid:
         pred = (z >= thr) & (rank < max_tags)

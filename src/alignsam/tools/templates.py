@@ -3,6 +3,7 @@ averaged per label (the CLIP and ALIGN practice; ALIGN reports +2.9% ImageNet to
 
 from __future__ import annotations
 
+import string
 from collections.abc import Sequence
 
 from alignsam.errors import InputError
@@ -48,19 +49,40 @@ TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
 
 def resolve_templates(templates: str | Sequence[str]) -> tuple[str, ...]:
     """A template-set name (`photo`, `none`, `pipeline`, `simple`, `imagenet`) or a list of templates, each
-    with one `{}` where the label goes."""
+    with one `{}` where the label goes (literal braces written `{{` and `}}`, as `str.format` reads them)."""
     if isinstance(templates, str):
         if templates in TEMPLATE_SETS:
             return TEMPLATE_SETS[templates]
-        if "{}" not in templates:
+        if "{" not in templates and "}" not in templates:
             raise InputError(
                 f"Unknown template set {templates!r}; use one of {sorted(TEMPLATE_SETS)} or a '{{}}' template."
             )
         templates = [templates]
-    out = tuple(templates)
+    if not isinstance(templates, Sequence):
+        raise InputError(f"Templates must be a set name or a list of strings, not {type(templates).__name__}.")
+    out = tuple(check_template(t) for t in templates)
     if not out:
         raise InputError("The list of templates is empty.")
-    bad = [t for t in out if t.count("{}") != 1]
-    if bad:
-        raise InputError(f"Each template needs exactly one '{{}}' for the label; these do not: {bad[:3]}.")
     return out
+
+
+def check_template(template: object) -> str:
+    """`template` if `template.format(label)` puts the label in its one `{}` and can do nothing else.
+
+    Why: `'a {} {1}'`, `'{} {name}'` or `'a {} {'` would otherwise fail inside `str.format` with an
+    IndexError, KeyError or ValueError after the model is loaded, and `'{:>9999999}'` would pad.
+    """
+    if not isinstance(template, str):
+        raise InputError(f"A template must be a string, not {type(template).__name__}: {template!r:.80}.")
+    try:
+        fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(template) if name is not None]
+    except ValueError as err:
+        raise InputError(
+            f"Template {template!r:.200} is not a format string ({err}); write literal braces as '{{{{' and '}}}}'."
+        ) from None
+    if fields != [("", "", None)]:
+        raise InputError(
+            f"Template {template!r:.200} must hold exactly one '{{}}' for the label and no other field "
+            "(no names, numbers, conversions or format specs); write literal braces as '{{' and '}}'."
+        )
+    return template

@@ -18,7 +18,10 @@ from typing import Any, ClassVar, TypeVar
 
 from alignsam.errors import ConfigError
 from alignsam.layers.activations import known_activation
-from alignsam.validation import check_numbers
+from alignsam.validation import check_numbers, check_parameters, int_tuple
+
+MAX_IMAGE_SIZE = 4096
+"""The largest input side a vision configuration may declare (the published models use 289 and 600)."""
 
 C = TypeVar("C", bound="_JsonConfig")
 
@@ -95,8 +98,16 @@ class AlignTextConfig(_JsonConfig):
             )
         if not known_activation(self.hidden_act):
             raise ConfigError(f"Unknown hidden_act {self.hidden_act!r}.")
-        if not 0 <= self.pad_token_id < self.vocab_size:
-            raise ConfigError(f"pad_token_id {self.pad_token_id} is outside the vocabulary.")
+        if not isinstance(self.pad_token_id, int) or not 0 <= self.pad_token_id < self.vocab_size:
+            raise ConfigError(f"pad_token_id {self.pad_token_id!r} is outside the vocabulary.")
+        check_parameters(self, self.num_parameters())
+
+    def num_parameters(self) -> int:
+        """The parameter count of the BERT tower this configuration builds (from the shapes; nothing is built)."""
+        h, i = self.hidden_size, self.intermediate_size
+        total = (self.vocab_size + self.max_position_embeddings + self.type_vocab_size) * h + 2 * h
+        layer = 4 * (h * h + h) + 2 * h + (h * i + i) + (i * h + h) + 2 * h
+        return int(total + self.num_hidden_layers * layer + h * h + h)  # + the pooler
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,12 +145,18 @@ class AlignVisionConfig(_JsonConfig):
 
     def __post_init__(self) -> None:
         for name in ("kernel_sizes", "in_channels", "out_channels", "strides", "num_block_repeats", "expand_ratios"):
-            object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
-        object.__setattr__(self, "depthwise_padding", tuple(int(v) for v in self.depthwise_padding))
-        if isinstance(self.image_size, list | tuple):  # transformers allows [h, w]; the tower is size-agnostic
-            object.__setattr__(self, "image_size", int(self.image_size[0]))
+            object.__setattr__(self, name, int_tuple(self, name, getattr(self, name)))
+        object.__setattr__(self, "depthwise_padding", int_tuple(self, "depthwise_padding", self.depthwise_padding))
+        if isinstance(self.image_size, list | tuple) and self.image_size:  # transformers allows [h, w]
+            object.__setattr__(self, "image_size", self.image_size[0])  # the tower is size-agnostic
         check_numbers(self, "num_channels", "image_size", "depth_divisor", "hidden_dim", low=1, integer=True)
-        check_numbers(self, "width_coefficient", "depth_coefficient", "batch_norm_eps", low=0, above=True)
+        check_numbers(self, "image_size", low=1, high=MAX_IMAGE_SIZE, integer=True)
+        check_numbers(self, "width_coefficient", "depth_coefficient", low=0, high=100, above=True)
+        check_numbers(self, "batch_norm_eps", low=0, above=True)
+        check_numbers(self, "squeeze_expansion_ratio", low=0, high=1, above=True)
+        for name in ("in_channels", "out_channels", "num_block_repeats", "expand_ratios"):
+            if any(v < 1 for v in getattr(self, name)):
+                raise ConfigError(f"AlignVisionConfig.{name} must be positive, got {getattr(self, name)}.")
         stages = {len(getattr(self, n)) for n in ("kernel_sizes", "in_channels", "out_channels", "strides")}
         stages |= {len(self.num_block_repeats), len(self.expand_ratios)}
         if len(stages) != 1 or 0 in stages:
@@ -155,6 +172,25 @@ class AlignVisionConfig(_JsonConfig):
         if not known_activation(self.hidden_act):
             raise ConfigError(f"Unknown hidden_act {self.hidden_act!r}.")
         check_numbers(self, "batch_norm_momentum", "drop_connect_rate", low=0, high=1, below=True)
+        check_parameters(self, self.num_parameters())
+
+    def num_parameters(self) -> int:
+        """The parameter count of the EfficientNet this configuration builds (batch-norm scale and shift
+        included; from the shapes, stage by stage, so a config of a million blocks costs nothing to check)."""
+        stem = self.round_filters(32)
+        total = self.num_channels * 9 * stem + 2 * stem
+
+        def block(in_dim: int, out_dim: int, expand: int, k: int) -> int:
+            mid, se = in_dim * expand, max(1, int(in_dim * self.squeeze_expansion_ratio))
+            expand_part = in_dim * mid + 2 * mid if expand != 1 else 0
+            return expand_part + mid * k * k + 2 * mid + 2 * mid * se + se + mid + mid * out_dim + 2 * out_dim
+
+        for stage, repeats in enumerate(self.num_block_repeats):
+            first, out = self.round_filters(self.in_channels[stage]), self.round_filters(self.out_channels[stage])
+            e, k = self.expand_ratios[stage], self.kernel_sizes[stage]
+            n = self.round_repeats(repeats)
+            total += block(first, out, e, k) + (n - 1) * block(out, out, e, k)
+        return int(total)
 
     def round_filters(self, channels: int) -> int:
         """Scale a base channel count by the width coefficient, rounded to the divisor (EfficientNet's rule)."""
@@ -214,6 +250,8 @@ class AlignConfig(_JsonConfig):
         object.__setattr__(self, "vision_config", vision)
         check_numbers(self, "projection_dim", low=1, integer=True)
         check_numbers(self, "temperature_init_value", low=0, above=True)
+        if self.image_tower is None:
+            check_parameters(self, text.num_parameters() + vision.num_parameters())
         if self.image_tower is not None:
             tower = self.image_tower
             if not isinstance(tower, Mapping) or not isinstance(tower.get("model_type"), str):

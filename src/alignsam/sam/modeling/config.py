@@ -20,9 +20,13 @@ from typing import Any, Literal
 
 from alignsam.errors import ConfigError
 from alignsam.layers.activations import known_activation
-from alignsam.validation import check_numbers, require
+from alignsam.validation import check_numbers, check_parameters, float_tuple, int_tuple, require
 
 ImageFormat = Literal["RGB", "BGR"]
+
+
+MAX_IMAGE_SIZE = 4096
+"""The largest input side a configuration may declare: 4x the published 1024 (attention grows with its square)."""
 
 
 def _check_activation(name: str, what: str) -> None:
@@ -51,9 +55,13 @@ class ImageEncoderConfig:
     neck_layer_norm_eps: float = 1e-6
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "global_attn_indexes", tuple(int(i) for i in self.global_attn_indexes))
+        indexes = int_tuple(self, "global_attn_indexes", self.global_attn_indexes)
+        object.__setattr__(self, "global_attn_indexes", indexes)
         sizes = ("image_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads", "mlp_dim", "out_chans")
         check_numbers(self, *sizes, low=1, integer=True)
+        check_numbers(self, "image_size", low=1, high=MAX_IMAGE_SIZE, integer=True)
+        for name in ("qkv_bias", "use_abs_pos", "use_rel_pos"):
+            require(isinstance(getattr(self, name), bool), f"ImageEncoderConfig.{name} must be true or false.")
         check_numbers(self, "window_size", low=0, integer=True)
         check_numbers(self, "layer_norm_eps", "neck_layer_norm_eps", low=0, above=True)
         require(
@@ -155,9 +163,13 @@ class SamConfig:
     image_format: ImageFormat = "RGB"  # channel order the model was trained on
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "pixel_mean", tuple(float(v) for v in self.pixel_mean))
-        object.__setattr__(self, "pixel_std", tuple(float(v) for v in self.pixel_std))
+        object.__setattr__(self, "pixel_mean", float_tuple(self, "pixel_mean", self.pixel_mean))
+        object.__setattr__(self, "pixel_std", float_tuple(self, "pixel_std", self.pixel_std))
+        check_numbers(self, "mask_threshold", low=-1e6, high=1e6)
         enc, prompt, dec = self.image_encoder, self.prompt_encoder, self.mask_decoder
+        for name, kind in (("image_encoder", ImageEncoderConfig), ("prompt_encoder", PromptEncoderConfig),
+                           ("mask_decoder", MaskDecoderConfig)):  # fmt: skip
+            require(isinstance(getattr(self, name), kind), f"SamConfig.{name} must be a {kind.__name__}.")
         require(
             enc.out_chans == prompt.embed_dim == dec.transformer_dim,
             "SamConfig: the image embedding, the prompt embeddings and the decoder must share one width; got "
@@ -172,6 +184,35 @@ class SamConfig:
         require(
             self.image_format in ("RGB", "BGR"), f"SamConfig.image_format must be RGB or BGR: {self.image_format!r}."
         )
+        check_parameters(self, self.num_parameters())
+
+    def num_parameters(self) -> int:
+        """The parameter count of the model this configuration builds, from the shapes (nothing is built).
+
+        Exact for the image encoder and the prompt encoder, within a few percent for the decoder: it sizes
+        the check of `check_parameters`."""
+        enc, prompt, dec = self.image_encoder, self.prompt_encoder, self.mask_decoder
+        d, g, m, o = enc.embed_dim, enc.grid_size, enc.mlp_dim, enc.out_chans
+        head = d // enc.num_heads
+        total = enc.in_chans * enc.patch_size**2 * d + d + (g * g * d if enc.use_abs_pos else 0)
+        block = 4 * d + 3 * d * d + (3 * d if enc.qkv_bias else 0) + d * d + d + 2 * d * m + m + d
+        total += enc.depth * block
+        if enc.use_rel_pos:
+            total += sum(2 * (2 * (enc.block_window_size(i) or g) - 1) * head for i in range(enc.depth))
+        total += d * o + 2 * o + 9 * o * o + 2 * o  # neck: 1x1 conv, LN, 3x3 conv, LN
+        e, c = prompt.embed_dim, prompt.mask_in_chans
+        total += e + 4 * e + e + e  # positional matrix (2 x e/2), point embeddings, not-a-point, no-mask
+        total += 4 * (c // 4) + (c // 4) + 2 * (c // 4) + 4 * (c // 4) * c + c + 2 * c + c * e + e
+        t, n = dec.transformer_dim, dec.num_mask_tokens
+        inner = t // dec.attention_downsample_rate
+        attn_self, attn_cross = 4 * (t * t + t), 2 * (t * inner + inner) + 2 * (inner * t + t)
+        layer = attn_self + 2 * attn_cross + 2 * t * dec.mlp_dim + dec.mlp_dim + t + 8 * t
+        total += dec.depth * layer + attn_cross + 2 * t + (1 + n) * t
+        total += t * (t // 4) * 4 + t // 4 + 2 * (t // 4) + (t // 4) * (t // 8) * 4 + t // 8  # upscaling
+        total += n * (2 * (t * t + t) + t * (t // 8) + t // 8)  # hypernetworks
+        hid = dec.iou_head_hidden_dim
+        total += t * hid + hid + (dec.iou_head_depth - 2) * (hid * hid + hid) + hid * n + n
+        return int(total)
 
     @property
     def image_size(self) -> int:
