@@ -325,6 +325,7 @@ class Lance(Engine):
         })  # fmt: skip
 
     def build(self, vectors: np.ndarray) -> None:
+        os.environ.setdefault("LANCE_LOG", "error")  # not a deprecation warning per query on stderr
         import lancedb
 
         self.folder = Path(tempfile.mkdtemp(prefix="lance-bench-"))
@@ -442,10 +443,14 @@ def run(
     fit_engines: list[str] | None = None,
     real_engines: list[str] | None = None,
     log: Callable[[str], None] | None = None,
+    n_real: int | None = None,
+    checkpoint: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """All measurements as a dict (see `markdown`). `quick`: 5k vectors, a few hundred real embeddings, fewer
     search widths. `engines` run on random vectors, `fit_engines` on demo-fit ones, `real_engines` on the real
-    embeddings (default: all of `engines`)."""
+    embeddings (default: all of `engines`); `n_real` of them (default 4,000; quick 200). `checkpoint` is
+    called with the results so far after each row (a long run keeps what it measured if stopped)."""
+    save = checkpoint or (lambda _: None)
     say = log or (lambda _: None)
     sizes = sizes or ([5_000] if quick else [100_000, 1_000_000])
     engines = engines if engines is not None else list(ENGINES)
@@ -457,7 +462,7 @@ def run(
     results: dict[str, Any] = {"machine": machine(), "quick": quick, "threads": THREADS, "dim": DIM,
                                "sizes": sizes, "random": [], "demo_fit": [], "demo_real": []}  # fmt: skip
 
-    n_real, q_real = (200, 32) if quick else (4_000, 256)
+    n_real, q_real = (200, 32) if quick else (n_real or 4_000, 256)
     say(f"demo embeddings of {n_real + q_real} scenes")
     real, real_queries, per_s = demo_embeddings(n_real, q_real)
     results["demo_model"] = {"images": n_real, "queries": q_real, "dim": real.shape[1], "images_per_s": round(per_s, 1)}
@@ -465,6 +470,7 @@ def run(
     for key in real_engines:
         say(f"real embeddings: {key}")
         results["demo_real"].append(measure(key, real, real_queries, truth, None, budget_s, quick))
+        save(results)
     sample = fitted_sampler(real, DIM, seed=3)
 
     for n in sizes:
@@ -476,6 +482,7 @@ def run(
             say(f"random n={n}: {key}")
             results["random"].append(measure(key, vectors, queries, truth, extra, budget_s, quick))
             say(json.dumps(results["random"][-1]["chosen"]))
+            save(results)
         del vectors, extra
         release_memory()
         if fit_engines:
@@ -485,6 +492,7 @@ def run(
                 say(f"demo-fit n={n}: {key}")
                 results["demo_fit"].append(measure(key, vectors, queries, truth, None, budget_s, quick))
                 say(json.dumps(results["demo_fit"][-1]["chosen"]))
+                save(results)
             del vectors
             release_memory()
 
@@ -541,6 +549,42 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
     return [(f"search index default ({choice['engine']}) at {n:,} vectors: recall@10, one-query p50",
              f">= {TARGET_RECALL}, <= {TARGET_P50_MS} ms", f"{choice['recall@10']:.3f}, {choice['p50_ms']:.2f} ms",
              met)]  # fmt: skip
+
+
+def ray_throughput(n_images: int = 512, workers: int = 2, image_size: int = 128) -> dict[str, Any]:
+    """Images/s of the demo model over the same JPEG files: one process (`Encoder.encode_images`, its
+    decoding threads and torch's threads) against `embed_with_ray` on a local Ray with `workers` actors of
+    one thread each (Ray's start excluded, actors' model loading included). Run alone: `--ray-throughput`."""
+    import ray
+    from PIL import Image
+
+    from alignsam.index.ray import embed_with_ray
+    from alignsam.synthetic import SceneConfig, SceneGenerator
+    from alignsam.tools import Encoder
+
+    out: dict[str, Any] = {"images": n_images, "workers": workers, "image_size": image_size}
+    with tempfile.TemporaryDirectory(prefix="ray-bench-") as tmp:
+        generator = SceneGenerator(SceneConfig(image_size=image_size, noise=0.3), seed=11)
+        paths = []
+        for i in range(n_images):
+            paths.append(f"{tmp}/{i:05d}.jpg")
+            Image.fromarray(generator[i].image).save(paths[-1], quality=90)
+        encoder = Encoder.from_pretrained("demo", batch_size=32)
+        encoder.encode_images(paths[:32])  # warm-up
+        start = time.perf_counter()
+        single = encoder.encode_images(paths).embeds.numpy()
+        out["single_process_per_s"] = round(n_images / (time.perf_counter() - start), 1)
+        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+        try:
+            list(embed_with_ray(paths[:8], "demo", workers=workers, batch_size=4))  # Ray Data's own start-up
+            start = time.perf_counter()
+            vectors = np.concatenate([b[1] for b in embed_with_ray(paths, "demo", workers=workers, batch_size=32)])
+            out["ray_per_s"] = round(n_images / (time.perf_counter() - start), 1)
+        finally:
+            ray.shutdown()
+        out["max_abs_diff"] = float(np.abs(vectors - single).max())
+    out["ratio_ray_over_single"] = round(out["ray_per_s"] / out["single_process_per_s"], 2)
+    return out
 
 
 # --- the report ------------------------------------------------------------------------------------------
@@ -638,6 +682,8 @@ def main() -> None:
                         help="engines measured on demo-fit vectors too (default faiss-hnsw,usearch-f32)")  # fmt: skip
     parser.add_argument("--real-engines", type=lambda s: [x for x in s.split(",") if x],
                         help="engines measured on the real embeddings (default: --engines)")  # fmt: skip
+    parser.add_argument("--real", type=int, metavar="N", help="real demo embeddings to measure (default 4000)")
+    parser.add_argument("--ray-throughput", type=int, metavar="IMAGES", help="only time Ray against one process")
     parser.add_argument("--merge", type=Path, nargs="+", help="only write one report from these --json files")
     parser.add_argument("--markdown", type=Path, help="write the markdown report here")
     parser.add_argument("--json", type=Path, help="write all figures as JSON here")
@@ -646,10 +692,19 @@ def main() -> None:
     def say(message: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
+    if args.ray_throughput:
+        print(json.dumps(ray_throughput(args.ray_throughput)))
+        return
     if args.merge:
         results = merge([json.loads(path.read_text()) for path in args.merge])
     else:
-        results = run(args.quick, args.sizes, args.engines, args.fit_engines, args.real_engines, log=say)
+
+        def checkpoint(partial: dict[str, Any]) -> None:
+            if args.json:
+                args.json.write_text(json.dumps(partial, indent=2) + "\n")
+
+        results = run(args.quick, args.sizes, args.engines, args.fit_engines, args.real_engines, log=say,
+                      n_real=args.real, checkpoint=checkpoint)  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     report = markdown(results)
