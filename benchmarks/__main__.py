@@ -2,7 +2,8 @@
 
     python -m benchmarks                      # full size (align-base, SAM vit_b): ~15 minutes on 2 cores
     python -m benchmarks --quick              # tiny models, about a minute (the test suite runs this)
-    python -m benchmarks --only align,cli     # some of: align, sam, cli, train, serve, threads, internimage, onnx
+    python -m benchmarks --only align,cli     # some of: align, sam, cli, train, serve, threads, internimage, onnx,
+                                              # index
     python -m benchmarks --markdown benchmarks/RESULTS.md --json benchmarks/results.json
 
 Each part times our code against the reference implementation on the same weights and inputs, interleaved,
@@ -34,6 +35,8 @@ PARTS = {
     "threads": "benchmarks.threads_speed",
     "internimage": "benchmarks.internimage_speed",
     "onnx": "benchmarks.onnx_speed",
+    "index": "benchmarks.index_engines",
+    "index_add": "benchmarks.index_add",
 }
 
 
@@ -158,6 +161,10 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
         m = mem["peak_rss_mb"]
         rows.append(("peak resident memory, align-base inference", "<= 1.5 GB", f"{m / 1024:.2f} GB", m <= 1536))
     rows += internimage_targets(results.get("internimage", {}))
+    if "index" in results:
+        from benchmarks.index_engines import targets as index_targets
+
+        rows += index_targets(results["index"])
     return rows
 
 
@@ -249,6 +256,12 @@ def markdown(results: dict[str, Any]) -> str:
         lines += [f"- **{what}**: {text}" for what, text in bounds]
     for part in PARTS:
         if part not in results:
+            continue
+        if part == "index":  # its own tables (one row per engine and size), one heading level down
+            from benchmarks.index_engines import markdown as index_markdown
+
+            report = index_markdown(results[part]).splitlines()
+            lines += ["", *("#" + line if line.startswith("#") else line for line in report)]
             continue
         lines += ["", f"## {part}", "", "| measurement | value |", "| --- | --- |"]
         for key, value in _flatten(results[part]):

@@ -20,7 +20,7 @@ def results() -> dict:
 
 
 def test_every_part_reports_both_implementations(results: dict) -> None:
-    assert {"align", "sam", "cli", "train", "serve", "threads", "internimage", "onnx"} <= results.keys()
+    assert {"align", "sam", "cli", "train", "serve", "threads", "internimage", "onnx", "index"} <= results.keys()
     assert results["peak_gflops"]["fp32"] > 0 and results["flops"]["align_image_batch8"] > 0
     sam = results["sam"]
     assert {"alignsam", "alignsam bf16", "transformers"} <= sam["set_image"].keys()
@@ -115,3 +115,23 @@ def test_internimage_part_times_both_cores_and_align(results: dict) -> None:
     names = [row[0] for row in results["targets"]]
     assert any(n.startswith("InternImage-T bf16 vs the formula") for n in names), names
     assert any(n.startswith("images/s, InternImage-T") for n in names), names
+
+
+def test_index_part_compares_every_engine_against_exact_search(results: dict) -> None:
+    from benchmarks.index_engines import ENGINES, markdown
+
+    part = results["index"]
+    names = {key: ENGINES[key]().name for key in ENGINES}
+    assert [row["engine"] for row in part["random"]] == list(names.values())
+    assert [row["engine"] for row in part["demo_real"]] == list(names.values())
+    for row in part["random"] + part["demo_fit"] + part["demo_real"]:
+        chosen = row["chosen"]
+        assert 0.0 <= chosen["recall@10"] <= 1.0 and 0 < chosen["one"]["p50_ms"] <= chosen["one"]["p99_ms"], row
+        assert row["build_s"] >= 0 and row["disk_mb"] >= 0
+    for row in part["random"] + part["demo_real"]:
+        if row["engine"] in (names["numpy"], names["faiss-flat"]):
+            assert row["chosen"]["recall@10"] == 1.0, row  # exact engines agree with the ground truth
+    assert all(row["added"] > 0 and row["add_s"] >= 0 for row in part["random"])
+    assert part["demo_model"]["dim"] > 0 and part["exact_scan"]
+    report = markdown(part)
+    assert report.count("| numpy exact |") == 2 and "## Choice from these figures" in report

@@ -7,7 +7,7 @@ exactly for small collections and through an HNSW graph (usearch) for large ones
         hits = index.query(encoder, ["a dog on a beach"], k=5, where="width >= 512")
 
 Embedding engines: this process (`alignsam.index.embedding.embed_local`) or a Ray cluster
-(`alignsam.index.ray`), both feeding the same writer.
+(`alignsam.index.ray`, optional extra `alignsam[ray]`; docs/ray.md), both feeding the same writer.
 """
 
 from alignsam.index.core import DEFAULT_DEDUPE, EXACT_BELOW, ImageIndex, model_key

@@ -34,9 +34,9 @@ from alignsam.index.embedding import Batch, embed_local, embed_remote
 from alignsam.index.filters import Where, parse_filter
 from alignsam.validation import check_count
 
-EXACT_BELOW = 50_000
-"""Collections smaller than this are searched exactly (numpy); larger ones through the HNSW index
-(benchmarks/RESULTS.md, "Search engines")."""
+EXACT_BELOW = 20_000
+"""Collections smaller than this are searched exactly (numpy: 3 ms a query at 20,000 vectors of 640
+dimensions on 2 cores, recall 1); larger ones through the HNSW index (benchmarks/index_engines.md)."""
 
 ANN_DELTA = 10_000
 """Rows added or removed since the HNSW file was built that trigger its update at the end of an `add` (or
@@ -522,8 +522,13 @@ class ImageIndex:
         if where is not None and len(delta_ids):
             ok = np.isin(delta_ids, self._ids_where(where, among=delta_ids))
             delta_ids, delta_scores = delta_ids[ok], delta_scores[ok]
-        ids = np.concatenate([keys[keep], delta_ids])
-        merged = np.concatenate([scores[keep], delta_scores])
+        # The graph holds float16 vectors: rescore its candidates on the stored float32 ones, so a score is the
+        # same whichever path found the row (and the order among near ties is the exact one).
+        graph_ids = keys[keep]
+        stored = self._vectors(graph_ids)
+        graph_scores = np.array([float(stored[int(i)] @ query) for i in graph_ids], dtype=np.float32)
+        ids = np.concatenate([graph_ids, delta_ids])
+        merged = np.concatenate([graph_scores, delta_scores])
         if len(ids) < fetch and len(keys) == over:  # too few left after filtering: exactly, over them all
             return self._exact_over(self._ids_where(where), query, fetch)
         return _top(ids, merged, fetch)
