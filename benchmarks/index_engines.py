@@ -18,8 +18,8 @@ Random vectors in 640 dimensions have no structure and are the hardest case for 
 therefore also measured on the demo model's real embeddings (`Encoder.from_pretrained("demo")` on synthetic
 scenes: only a few thousand, since the model runs at 30-130 images/s here depending on the load), and, to
 reach 100k and 1M with their structure, on "demo-fit" vectors: samples of a Gaussian fitted to those
-embeddings (mean and
-covariance, 160 dimensions), mapped isometrically into 640 dimensions (inner products unchanged) and
+embeddings (mean and covariance, 160 dimensions), mapped isometrically into 640 dimensions (inner
+products unchanged) and
 normalised. Queries of each data set come from its own distribution (held-out scenes for the real set).
 
     python -m benchmarks.index_engines                      # 100k and 1M: about 40 minutes on 2 cores
