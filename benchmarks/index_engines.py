@@ -22,7 +22,7 @@ embeddings (mean and covariance, 160 dimensions), mapped isometrically into 640 
 products unchanged) and normalised. Queries of each data set come from its own distribution (held-out
 scenes for the real set).
 
-    python -m benchmarks.index_engines                      # 100k and 1M: about an hour on 2 idle cores
+    python -m benchmarks.index_engines                      # 100k and 1M: 1-2 hours on 2 shared cores
     python -m benchmarks.index_engines --sizes 100000 --engines numpy,usearch-f32
     python -m benchmarks.index_engines --quick              # 20k vectors, under a minute (the test suite)
     python -m benchmarks.index_engines --markdown benchmarks/index_engines.md --json /tmp/index.json
