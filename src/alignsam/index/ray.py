@@ -143,7 +143,7 @@ def embed_with_ray(
         EncodeBatch,
         fn_constructor_kwargs={"model": model, "threads": threads_per_worker, "batch_size": batch_size},
         batch_size=batch_size,
-        concurrency=workers,
+        compute=ray.data.ActorPoolStrategy(size=workers),
         num_cpus=threads_per_worker,
         batch_format="numpy",
     )
