@@ -91,3 +91,27 @@ def test_bad_arguments_and_a_missing_ray(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` meets without the package
     with pytest.raises(MissingDependencyError, match=r"pip install \"alignsam\[ray\]\""):
         list(embed_with_ray(["a.png"], "demo"))
+
+
+def test_the_ray_engine_writes_the_index_one_process_writes(
+    local_ray, images: tuple[list[str], str], tmp_path: Path
+) -> None:
+    """`ImageIndex.add(..., engine="ray")` (what `alignsam index --engine ray` runs) against the local engine on
+    the same folder: the same paths with the same ids, vectors within 1e-5, the corrupt file listed by both."""
+    from alignsam.index import ImageIndex
+
+    folder = str(Path(images[0][0]).parent)
+    reports, tables = [], []
+    for engine in ("local", "ray"):
+        with ImageIndex.open(tmp_path / engine, create=True) as index:
+            reports.append(index.add([folder], model="demo", engine=engine, workers=2, batch_size=4))
+            rows = index.conn.execute(
+                "SELECT images.id, images.path, vectors.vector FROM images JOIN vectors USING (id) ORDER BY id"
+            ).fetchall()
+            tables.append({bytes(path): (row_id, np.frombuffer(vector, np.float32)) for row_id, path, vector in rows})
+    local, remote = tables
+    assert set(local) == set(remote) and len(local) == 20
+    for path, (row_id, vector) in local.items():
+        assert remote[path][0] == row_id
+        np.testing.assert_allclose(remote[path][1], vector, rtol=0, atol=TOLERANCE)
+    assert [len(r["errors"]) for r in reports] == [1, 1]
