@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from alignsam.errors import InputError
+from alignsam.io.files import fsync_path
 from alignsam.io.optional import require
 
 # Chosen by measurement (benchmarks/index_engines.md): at 1M embedding-like vectors of 640 dimensions, float16
@@ -69,7 +70,7 @@ def publish(index: Any, folder: Path, generation: int) -> str:
     finally:
         os.close(fd)
     os.replace(tmp, folder / name)
-    _fsync_dir(folder)
+    fsync_path(folder)
     return name
 
 
@@ -87,11 +88,3 @@ def search(index: Any, queries: np.ndarray, count: int) -> tuple[np.ndarray, np.
         keys[q, :n] = got_keys[q, :n]
         scores[q, :n] = got_scores[q, :n]
     return keys, scores
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -85,6 +85,16 @@ def ensure_output_folder(path: str | os.PathLike[str], *, create_parents: bool =
     return out
 
 
+def fsync_path(path: str | os.PathLike[str]) -> None:
+    """Flush a file's or a folder's contents to the disk (a folder: the names renamed into it), so that what
+    was written survives a power loss, not only a killed process."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def umask() -> int:
     """The process's file-mode creation mask, read without changing it where the system allows."""
     try:

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from alignsam.errors import InputError
+from alignsam.io.files import fsync_path
 from alignsam.io.optional import require
 from alignsam.tools.encoder import Encoder, OnError, input_names
 from alignsam.validation import check_count
@@ -133,13 +134,13 @@ def write_embeddings(
             pq.write_table(table, partial[name])
         partial["embeddings.json"].write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
         for name in written:
-            _fsync(partial[name])
+            fsync_path(partial[name])
         journal = {"install": written, "remove": [name for name in EMBEDDING_FILES if name not in written]}
         tmp = out / f"{COMMIT_JOURNAL}.partial"
         tmp.write_text(json.dumps(journal))
-        _fsync(tmp)
+        fsync_path(tmp)
         os.replace(tmp, out / COMMIT_JOURNAL)  # the commit point
-        _fsync(out)
+        fsync_path(out)
         recover_embeddings(out)
     finally:
         if not (out / COMMIT_JOURNAL).exists():
@@ -162,20 +163,12 @@ def recover_embeddings(out: Path) -> None:
         for name in plan["remove"]:
             if name in EMBEDDING_FILES:
                 (out / name).unlink(missing_ok=True)
-        _fsync(out)
+        fsync_path(out)
         journal.unlink()
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise InputError(
             f"'{out}' holds an embedding write that could not be finished ({err}); embed the folder again."
         ) from err
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def load_image_index(index_dir: str | os.PathLike[str]) -> tuple[torch.Tensor, list[str]]:
