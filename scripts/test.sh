@@ -2,14 +2,16 @@
 # The test command CI runs (.ci/run): install the test extras (torch first), check style, types and the
 # architecture's import contracts, then run the tests.
 #
-#   scripts/test.sh            # everything CI runs (about 25 minutes on 2 CPU cores)
-#   scripts/test.sh --quick    # the quick tier: no full-size models, no load test (a few minutes less)
+#   scripts/test.sh              # everything CI runs (about 20 minutes on 2 CPU cores)
+#   scripts/test.sh --quick      # the quick tier: no full-size models, no load test (about 16 minutes)
+#   scripts/test.sh --extended   # also the extended tier (the official notebooks on vit_b, ...; 4 minutes more)
 #   VENV=.ci-venv scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-MARKS=()
-[ "${1:-}" = "--quick" ] && MARKS=(-m "not slow and not load")
+MARKS=(-m "not extended")
+[ "${1:-}" = "--quick" ] && MARKS=(-m "not slow and not load and not extended")
+[ "${1:-}" = "--extended" ] && MARKS=()
 
 EXTRAS=test,dev scripts/install.sh
 # shellcheck disable=SC1091

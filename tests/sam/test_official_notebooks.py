@@ -8,7 +8,8 @@ import paths are the official ones: `<package>.SamPredictor`, `<package>.utils.t
 
 Tolerances are those of tests/sam/test_parity_official.py: IoU predictions within 1e-4, low-resolution
 logits within 1e-3, masks equal except where the official full-size logit is within 1e-3 of the threshold.
-The default run uses a small SAM (256 px); the slow tier the official vit_b through `sam_model_registry`.
+The default run uses a small SAM (256 px); the extended tier the official vit_b through `sam_model_registry`
+(vit_b's parity itself is in the slow tier: test_parity_official.py, test_parity_hf.py).
 """
 
 from __future__ import annotations
@@ -168,7 +169,9 @@ def _pair(official: Any, folder: Path, kind: str) -> tuple[Any, Any]:
     return reference.eval(), sam
 
 
-@pytest.fixture(scope="module", params=["small", pytest.param("vit_b", marks=pytest.mark.slow)])
+@pytest.fixture(
+    scope="module", params=["small", pytest.param("vit_b", marks=[pytest.mark.slow, pytest.mark.extended])]
+)
 def notebook_results(
     request: pytest.FixtureRequest,
     official: Any,

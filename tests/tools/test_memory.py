@@ -92,8 +92,14 @@ def largest_scene(tmp_path_factory) -> tuple[Path, int]:
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "extra",
-    [[], ["--model", "demo", "--text", "a red star"], ["--model", "demo", "--labels", "a star", "a circle"]],
-    ids=["masks", "find", "label-masks"],
+    [
+        pytest.param([], id="masks"),
+        # the same streamed masks behind two more commands: the extended tier (scripts/test.sh --extended)
+        pytest.param(["--model", "demo", "--text", "a red star"], id="find", marks=pytest.mark.extended),
+        pytest.param(
+            ["--model", "demo", "--labels", "a star", "a circle"], id="label-masks", marks=pytest.mark.extended
+        ),
+    ],
 )
 def test_the_largest_admitted_image_within_the_bound(largest_scene, extra, tmp_path):
     """masks, find and label-masks on the largest image the guard admits stay within BYTES_PER_PIXEL a
