@@ -169,9 +169,7 @@ def _pair(official: Any, folder: Path, kind: str) -> tuple[Any, Any]:
     return reference.eval(), sam
 
 
-@pytest.fixture(
-    scope="module", params=["small", pytest.param("vit_b", marks=[pytest.mark.slow, pytest.mark.extended])]
-)
+@pytest.fixture(scope="module", params=["small", pytest.param("vit_b", marks=[pytest.mark.slow, pytest.mark.extended])])
 def notebook_results(
     request: pytest.FixtureRequest,
     official: Any,
