@@ -7,6 +7,7 @@ import errno
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -102,14 +103,33 @@ def no_space(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
     return install
 
 
+AMG_ARGS = ["--sam-model", "demo", "--points-per-side", "8", "--threads", "1", "-q"]
+"""The automatic-mask options of the commands these tests start: the demo SAM, a coarse grid, one thread."""
+
+
+def scene_folder(
+    factory: pytest.TempPathFactory, name: str, count: int, size: int, max_objects: int, seed: int, pattern: str
+) -> Path:
+    """A new folder of `count` synthetic scenes of `size` px, saved as PNG under `pattern.format(i)`."""
+    folder = factory.mktemp(name)
+    generator = SceneGenerator(SceneConfig(image_size=size, max_objects=max_objects), seed=seed)
+    for i in range(count):
+        Image.fromarray(generator[i].image).save(folder / pattern.format(i))
+    return folder
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 60.0, poll: float = 0.05) -> None:
+    """Return once `condition()` holds; fail the test after `timeout` seconds."""
+    end = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < end, "timed out waiting for the process"
+        time.sleep(poll)
+
+
 @pytest.fixture(scope="session")
 def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder of six 96 x 96 synthetic scenes (PNG)."""
-    folder = tmp_path_factory.mktemp("photos")
-    generator = SceneGenerator(SceneConfig(image_size=96, max_objects=3), seed=11)
-    for i in range(6):
-        Image.fromarray(generator[i].image).save(folder / f"p{i}.png")
-    return folder
+    return scene_folder(tmp_path_factory, "photos", 6, 96, 3, 11, "p{}.png")
 
 
 def alignsam_process(*argv: str, **kwargs: object) -> subprocess.Popen[str]:

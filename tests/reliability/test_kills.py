@@ -16,11 +16,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
 
 from alignsam.synthetic import SceneConfig, SceneGenerator, write_folder, write_segmentation
 from alignsam.train.core.checkpoint import list_checkpoints
-from tests.reliability.conftest import alignsam_process, image_array
+from tests.reliability.conftest import AMG_ARGS, alignsam_process, image_array, scene_folder, wait_for
 from tests.train.align.conftest import tiny_config
 from tests.train.sam.conftest import small_config
 
@@ -73,10 +72,7 @@ def _kill_midway(argv: list[str], out: Path, rng: random.Random) -> int:
     delay, kill -9. Returns the newest checkpoint's step when it was killed."""
     target = rng.randint(1, STEPS - 10)
     process = alignsam_process(*argv)
-    end = time.monotonic() + 120
-    while _newest_step(out) < target and process.poll() is None:
-        assert time.monotonic() < end
-        time.sleep(0.01)
+    wait_for(lambda: _newest_step(out) >= target or process.poll() is not None, timeout=120, poll=0.01)
     time.sleep(rng.uniform(0.0, 0.05))
     process.send_signal(signal.SIGKILL)
     process.communicate(timeout=30)
@@ -122,20 +118,13 @@ def test_a_killed_training_resumes_to_the_same_result(trainer, seed, uninterrupt
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("folder")
-    generator = SceneGenerator(SceneConfig(image_size=128, max_objects=4), seed=9)
-    for i in range(16):
-        Image.fromarray(generator[i].image).save(folder / f"s{i:02d}.png")
-    return folder
-
-
-MASKS = ["--sam-model", "demo", "--points-per-side", "8", "--threads", "1", "-q"]
+    return scene_folder(tmp_path_factory, "folder", 16, 128, 4, 9, "s{:02d}.png")
 
 
 @pytest.fixture(scope="module")
 def masks_reference(folder: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     out = tmp_path_factory.mktemp("masks") / "out.json"
-    _run(["masks", str(folder), *MASKS, "-o", str(out)])
+    _run(["masks", str(folder), *AMG_ARGS, "-o", str(out)])
     return json.loads(out.read_text())
 
 
@@ -143,13 +132,14 @@ def masks_reference(folder: Path, tmp_path_factory: pytest.TempPathFactory) -> d
 def test_a_killed_masks_run_leaves_whole_files_and_reruns_complete(seed, folder, masks_reference, tmp_path):
     rng = random.Random(seed)
     out, ov = tmp_path / "out.json", tmp_path / "ov"
-    argv = ["masks", str(folder), *MASKS, "--overlay-dir", str(ov), "-o", str(out)]
+    argv = ["masks", str(folder), *AMG_ARGS, "--overlay-dir", str(ov), "-o", str(out)]
     process = alignsam_process(*argv)
     target = rng.randint(1, 8)
-    end = time.monotonic() + 120
-    while not (ov.is_dir() and len(list(ov.glob("*.png"))) >= target) and process.poll() is None:
-        assert time.monotonic() < end
-        time.sleep(0.01)
+    wait_for(
+        lambda: (ov.is_dir() and len(list(ov.glob("*.png"))) >= target) or process.poll() is not None,
+        timeout=120,
+        poll=0.01,
+    )
     time.sleep(rng.uniform(0.0, 0.2))
     process.send_signal(signal.SIGKILL)
     process.communicate(timeout=30)

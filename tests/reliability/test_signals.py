@@ -5,36 +5,20 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from alignsam.io.rle import decode_rle
-from alignsam.synthetic import SceneConfig, SceneGenerator
 from alignsam.train.core.checkpoint import list_checkpoints, load_checkpoint
-from tests.reliability.conftest import alignsam_process, image_array
-
-AMG = ["--sam-model", "demo", "--points-per-side", "8", "--threads", "1", "-q"]
+from tests.reliability.conftest import AMG_ARGS, alignsam_process, image_array, scene_folder, wait_for
 
 
 @pytest.fixture(scope="module")
 def many(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """40 scenes of 160 px: a folder that takes the demo SAM several seconds."""
-    folder = tmp_path_factory.mktemp("many")
-    generator = SceneGenerator(SceneConfig(image_size=160, max_objects=4), seed=5)
-    for i in range(40):
-        Image.fromarray(generator[i].image).save(folder / f"s{i:02d}.png")
-    return folder
-
-
-def _wait_for(condition, timeout: float = 60.0) -> None:
-    end = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < end, "timed out waiting for the process"
-        time.sleep(0.05)
+    return scene_folder(tmp_path_factory, "many", 40, 160, 4, 5, "s{:02d}.png")
 
 
 @pytest.mark.parametrize(
@@ -48,8 +32,8 @@ def _wait_for(condition, timeout: float = 60.0) -> None:
 )
 def test_sigterm_keeps_the_images_done(command, many, tmp_path):
     out, ov = tmp_path / "out.json", tmp_path / "ov"
-    process = alignsam_process(command[0], str(many), *command[1:], *AMG, "--overlay-dir", str(ov), "-o", str(out))
-    _wait_for(lambda: (ov.is_dir() and any(ov.glob("*.png"))) or process.poll() is not None)
+    process = alignsam_process(command[0], str(many), *command[1:], *AMG_ARGS, "--overlay-dir", str(ov), "-o", str(out))
+    wait_for(lambda: (ov.is_dir() and any(ov.glob("*.png"))) or process.poll() is not None)
     assert process.poll() is None, process.communicate()[1]
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=60)
@@ -71,7 +55,7 @@ def test_sigterm_stops_training_with_its_checkpoints(tmp_path):
 
     out = tmp_path / "run"
     process = alignsam_process(*finetune_argv(tmp_path, out, steps=500))
-    _wait_for(lambda: len(list_checkpoints(out)) >= 2 or process.poll() is not None, timeout=120)
+    wait_for(lambda: len(list_checkpoints(out)) >= 2 or process.poll() is not None, timeout=120)
     assert process.poll() is None, process.communicate()[1]
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=60)
