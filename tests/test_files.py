@@ -61,7 +61,7 @@ def test_saved_models_get_the_umask_mode(tmp_path, with_umask):
 def test_the_library_creates_missing_parents_the_command_line_refuses_them(tmp_path, capsys):
     assert check_output_file(tmp_path / "new" / "deeper" / "out.json").parent.is_dir()
     with pytest.raises(OutputError, match="does not exist"):
-        check_output_file(tmp_path / "missing" / "out.json", create_parent=False)
+        check_output_file(tmp_path / "missing" / "out.json", create_parents=False)
     image = tmp_path / "x.png"
     Image.new("RGB", (8, 8)).save(image)
     code = main(["classify", str(image), "--labels", "a", "b", "-o", str(tmp_path / "typo" / "out.json")])

@@ -74,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with warnings.catch_warnings(), terminated:
             warnings.showwarning = _warning_line(args.command)
             if getattr(args, "output", None):  # a bad --output or --overlay-dir fails now, not after the work
-                output = check_output_file(args.output, create_parent=False)
+                output = check_output_file(args.output, create_parents=False)
                 clean_partials(output.parent, output.name)  # what a killed run of it was writing
             if getattr(args, "overlay_dir", None):
                 ensure_output_folder(args.overlay_dir, create_parents=False)

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
             raise PromptError(f"A point's label must be 1 (object) or 0 (background), got {p[2]:g}.")
         points.append((p[0], p[1], label))
     if args.overlay:
-        check_image_output(args.overlay, create_parent=False)  # before the model loads
+        check_image_output(args.overlay, create_parents=False)  # before the model loads
     image = load_image_array(args.image)
     predictor = SamPredictor(c.sam_model(args), fast=c.fast_path(args), backend=args.backend)
     predictor.set_image(image)

@@ -48,14 +48,14 @@ def named_or_json(name: str, named: Mapping[str, Callable[[], T]], parse: Callab
         raise ConfigError(f"'{path}' is not a usable configuration: {err}") from err
 
 
-def check_output_file(path: str | os.PathLike[str], *, create_parent: bool = True) -> Path:
+def check_output_file(path: str | os.PathLike[str], *, create_parents: bool = True) -> Path:
     """`path` as a Path if a file can be written there; an `OutputError` naming it otherwise. For checking an
     output before long work rather than after. The library creates missing parent folders; the command line
-    passes `create_parent=False`, so that a mistyped `-o` names the missing folder instead of creating a tree."""
+    passes `create_parents=False`, so that a mistyped `-o` names the missing folder instead of creating a tree."""
     out = Path(path)
     if out.is_dir():
         raise OutputError(f"The output '{out}' is a folder; name a file to write the result into.")
-    if not create_parent and not out.parent.is_dir():
+    if not create_parents and not out.parent.is_dir():
         raise OutputError(f"The folder '{out.parent}' for the output '{out}' does not exist; create it first.")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

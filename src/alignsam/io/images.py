@@ -169,10 +169,10 @@ def _to_uint8(arr: np.ndarray) -> np.ndarray:
     raise ImageError(f"Unsupported image array dtype {arr.dtype}.")
 
 
-def check_image_output(path: str | os.PathLike[str], *, create_parent: bool = True) -> Path:
+def check_image_output(path: str | os.PathLike[str], *, create_parents: bool = True) -> Path:
     """`path` as a Path if an image can be saved there (writable, a suffix PIL knows); an `OutputError`
-    naming it otherwise. For checking before the work (see `check_output_file` for `create_parent`)."""
-    out = check_output_file(path, create_parent=create_parent)
+    naming it otherwise. For checking before the work (see `check_output_file` for `create_parents`)."""
+    out = check_output_file(path, create_parents=create_parents)
     if out.suffix.lower() not in Image.registered_extensions():
         raise OutputError(f"Cannot tell an image format from the name '{out}'; end it in .png, .jpg or .webp.")
     return out
